@@ -1,0 +1,47 @@
+"""mtbench: adversarial robustness of multi-task vision models, as a plugin-based benchmark.
+
+The public API for plugin authors is what this module exports: the hook marker, the spec
+dataclasses and the errors. Plugins import nothing else from the core except the helpers
+documented in :mod:`mtbench.testing` and :mod:`mtbench.data`.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+import pluggy
+
+from mtbench.errors import ConfigError, MtbenchError, PluginError
+from mtbench.specs import (
+    AttackRequest,
+    AttackResult,
+    AttackSpec,
+    DatasetSpec,
+    Domain,
+    EncoderSpec,
+    MetricSpec,
+    ObjectiveSpec,
+    TaskSpec,
+)
+
+try:
+    __version__ = version("mtbench")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0.0.0+unknown"
+
+hookimpl = pluggy.HookimplMarker("mtbench")
+
+__all__ = [
+    "AttackRequest",
+    "AttackResult",
+    "AttackSpec",
+    "ConfigError",
+    "DatasetSpec",
+    "Domain",
+    "EncoderSpec",
+    "MetricSpec",
+    "MtbenchError",
+    "ObjectiveSpec",
+    "PluginError",
+    "TaskSpec",
+    "__version__",
+    "hookimpl",
+]

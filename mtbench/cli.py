@@ -1,0 +1,275 @@
+"""The ``mtbench`` command line: thin wrappers over the modules that do the work.
+
+Heavy imports (torch, the plugins) happen inside the commands that need them, so ``mtbench
+report`` and ``mtbench --help`` start fast. Every user error exits with code 2 and a message.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="Adversarial robustness of multi-task vision models: train, attack, report.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+data_app = typer.Typer(help="Taskonomy-format data: generate synthetic scenes, check a folder.", no_args_is_help=True)
+models_app = typer.Typer(help="Model architectures: sizes and costs.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(models_app, name="models")
+
+console = Console()
+err_console = Console(stderr=True)
+
+OutOpt = Annotated[Path, typer.Option("--out", help="results folder: mtbench.db, parquet/, checkpoints/, data/")]
+DbOpt = Annotated[Optional[str], typer.Option("--db", help="SQLAlchemy URL (default: sqlite in --out)")]
+
+
+class Format(str, Enum):
+    table = "table"
+    markdown = "markdown"
+    csv = "csv"
+    json = "json"
+
+
+def _store(out: Path, db: str | None):
+    from mtbench.storage import Store, default_url
+
+    return Store(db or default_url(out))
+
+
+@app.command()
+def run(
+    grid: Annotated[Path, typer.Argument(help="grid file (TOML)")],
+    out: OutOpt = Path("results"),
+    db: DbOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the expanded trials and stop")] = False,
+) -> None:
+    """Train and attack every trial of a grid; skip trials already done."""
+    from mtbench.grid import load_grid
+    from mtbench.plugins import get_plugins
+
+    plugins = get_plugins()
+    g = load_grid(grid, plugins)  # validates everything before any work or any write
+    store = _store(out, db)
+    statuses = store.statuses(t.id for t in g.trials)
+    if dry_run:
+        table = Table(title=f"{g.settings.run.name}: {len(g.trials)} trials")
+        for col in ("id", "kind", "trial", "needs", "status"):
+            table.add_column(col)
+        for t in g.trials:
+            table.add_row(t.id, t.kind, t.label(), (t.parent or "")[:8], statuses.get(t.id, "new"))
+        console.print(table)
+        done = sum(1 for t in g.trials if statuses.get(t.id) == "done")
+        console.print(f"{done} of {len(g.trials)} trials already done; {len(g.trials) - done} to run")
+        return
+    from mtbench.runner import run_grid
+
+    try:
+        summary = run_grid(g, store, out, plugins, err_console)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted: the trial in flight was given back; run again to resume")
+        raise typer.Exit(130) from None
+    err_console.print(f"{len(summary.done)} trial(s) run, {len(summary.skipped)} already done, "
+                      f"{len(summary.failed)} failed")
+    for tid, error in summary.failed.items():
+        err_console.print(f"  [red]failed[/red] {tid}: {error.splitlines()[0] if error else ''}")
+    if summary.done or summary.skipped:
+        report(source=None, out=out, db=db)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def plugins(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
+    """List every registered encoder, task, attack, objective and dataset with its provider."""
+    from mtbench.plugins import get_plugins
+
+    p = get_plugins()
+    rows = []
+    for kind, registry in p.by_kind().items():
+        for entry in registry:
+            s = entry.spec
+            details = {
+                "encoder": lambda: f"{s.out_channels} ch, stride {s.stride}",
+                "task": lambda: f"code {s.code}, {s.channels} ch, error {s.error_metric}; metrics "
+                                + ", ".join(m.name + (" (higher better)" if m.higher_is_better else "") for m in s.metrics),
+                "attack": lambda: f"norm {s.norm}",
+                "objective": lambda: f"{s.exact_targets} target(s)" if s.exact_targets else "any targets",
+                "dataset": lambda: "",
+            }[kind]()
+            rows.append({"kind": kind, "name": s.name, "provider": entry.provider, "details": details,
+                         "description": s.description})
+    if as_json:
+        print(json.dumps(rows, indent=1))
+        return
+    table = Table(title="mtbench plugins")
+    for col in ("kind", "name", "provider", "details"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r["kind"], r["name"], r["provider"], r["details"])
+    console.print(table)
+
+
+@app.command()
+def report(
+    source: Annotated[Optional[str], typer.Argument(help="database URL/file, results or Parquet folder")] = None,
+    out: OutOpt = Path("results"),
+    db: DbOpt = None,
+    encoder: Annotated[Optional[str], typer.Option(help="only this encoder")] = None,
+    task: Annotated[Optional[str], typer.Option(help="only models with this task (name or code)")] = None,
+    attack: Annotated[Optional[str], typer.Option(help="only this attack")] = None,
+    eps: Annotated[Optional[str], typer.Option(help="only this eps (e.g. 8/255)")] = None,
+    metric: Annotated[str, typer.Option(help="rel_vuln_ratio_of_means | rel_vuln_mean_of_ratios | delta_loss")]
+    = "rel_vuln_ratio_of_means",
+    fmt: Annotated[Format, typer.Option("--format", help="output format")] = Format.table,
+) -> None:
+    """Leaderboards: clean error of every model, relative task vulnerability of every attack."""
+    from mtbench.grid import _number
+    from mtbench.report import attack_rows, load_tables, model_rows
+
+    tables = load_tables(source or db or str(out))
+    eps_value = _number(eps) if eps is not None else None
+    sections = {
+        "Models: clean error per task (1-mIoU for s, MSE otherwise; lower is better)":
+            model_rows(tables, encoder, task),
+        f"Attacks: {metric} per task (* = attacked; lower is more robust)":
+            attack_rows(tables, encoder, task, attack, eps_value, metric),
+    }
+    if fmt is Format.json:
+        print(json.dumps({title: rows for title, rows in sections.items()}, indent=1, default=str))
+        return
+    for title, rows in sections.items():
+        if not rows:
+            if fmt is Format.table:
+                console.print(f"[dim]{title}: nothing yet[/dim]")
+            continue
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+        if fmt is Format.csv:
+            buf = io.StringIO()
+            writer = csv.DictWriter(buf, columns, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+            print(f"# {title}\n{buf.getvalue()}")
+        elif fmt is Format.markdown:
+            print(f"### {title}\n\n| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
+            for r in rows:
+                print("| " + " | ".join(_cell(r.get(c)) for c in columns) + " |")
+            print()
+        else:
+            table = Table(title=title, title_justify="left")
+            for c in columns:
+                table.add_column(c, justify="right" if isinstance(rows[0].get(c), (int, float)) else "left")
+            for r in rows:
+                table.add_row(*(_cell(r.get(c)) for c in columns))
+            console.print(table)
+
+
+def _cell(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else ""
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+@app.command()
+def export(out: OutOpt = Path("results"), db: DbOpt = None) -> None:
+    """Rewrite the Parquet mirror of the database (``<out>/parquet/*.parquet``)."""
+    from mtbench.storage import export_parquet
+
+    for path in export_parquet(_store(out, db), out / "parquet"):
+        console.print(str(path))
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Annotated[Path, typer.Option("--out", help="folder to write (official Taskonomy layout)")],
+    samples: Annotated[int, typer.Option(min=1, help="training samples")] = 64,
+    test_samples: Annotated[int, typer.Option(min=0, help="test samples")] = 32,
+    size: Annotated[int, typer.Option(min=8, help="image size in pixels")] = 64,
+    seed: int = 0,
+    workers: Annotated[Optional[int], typer.Option(help="processes (default: all cores)")] = None,
+) -> None:
+    """Render synthetic indoor scenes and write every domain in the official format."""
+    from rich.progress import Progress
+
+    from mtbench.data.synthetic import SynthConfig, generate
+
+    cfg = SynthConfig(size=size, train=samples, test=test_samples, seed=seed)
+    with Progress(console=err_console) as progress:
+        bar = progress.add_task("rendering", total=samples + test_samples)
+        generate(out, cfg, workers, progress=lambda n: progress.advance(bar, n))
+    console.print(f"wrote {samples + test_samples} samples to {out}")
+
+
+@data_app.command("check")
+def data_check(root: Annotated[Path, typer.Argument(help="dataset folder")]) -> None:
+    """Report what a Taskonomy-layout folder holds: buildings, samples per domain, problems."""
+    from mtbench.data.check import check_folder
+
+    result = check_folder(root)
+    table = Table(title=f"{root}: {len(result.buildings)} building(s)")
+    table.add_column("domain")
+    table.add_column("samples", justify="right")
+    for domain, n in sorted(result.per_domain.items()):
+        table.add_row(domain, str(n))
+    console.print(table)
+    for problem in result.problems[:50]:
+        console.print(f"[red]problem[/red] {problem}")
+    if len(result.problems) > 50:
+        console.print(f"... and {len(result.problems) - 50} more problems")
+    console.print(f"{result.samples} sample(s), {len(result.problems)} problem(s)")
+    if result.problems:
+        raise typer.Exit(1)
+
+
+PAPER_SIZES = {"resnet18": (14.19, 6.09), "resnet50": (29.66, 9.90), "xception": (4.33, 3.64),
+               "resnet152": (64.30, 19.64), "wide_resnet50_2": (72.99, 19.45)}
+
+
+@models_app.command("info")
+def models_info(
+    encoder: Annotated[str, typer.Argument(help="encoder name, or 'all'")],
+    tasks: Annotated[str, typer.Argument(help="task set, e.g. 'sd' or 'depth_zbuffer,normal'")] = "dD",
+    size: Annotated[int, typer.Option(help="input size for MACs")] = 256,
+) -> None:
+    """Parameters and multiply-accumulates of encoder + decoders (paper: two 1-channel decoders, 256 px)."""
+    from mtbench.grid import task_set_names
+    from mtbench.models import build_model, count_macs, count_parameters
+    from mtbench.plugins import get_plugins
+
+    p = get_plugins()
+    names = task_set_names(tasks.split(",") if "," in tasks else tasks, p)
+    encoders = p.encoders.names() if encoder == "all" else [encoder]
+    table = Table(title=f"encoder + decoders for {', '.join(names)} at 3x{size}x{size}")
+    for col in ("encoder", "params (M)", "paper (M)", "diff", "MACs (G)", "paper (G)"):
+        table.add_column(col, justify="right")
+    for name in encoders:
+        model = build_model(name, names, p)
+        params, macs = count_parameters(model) / 1e6, count_macs(model, size) / 1e9
+        paper = PAPER_SIZES.get(name)
+        table.add_row(name, f"{params:.2f}", f"{paper[0]:.2f}" if paper else "-",
+                      f"{(params / paper[0] - 1) * 100:+.2f}%" if paper else "-", f"{macs:.2f}",
+                      f"{paper[1]:.2f}" if paper else "-")
+    console.print(table)
+
+
+def main() -> None:
+    """Entry point: user errors become a message and exit code 2, never a traceback."""
+    from mtbench.errors import MtbenchError
+
+    try:
+        app()
+    except MtbenchError as exc:
+        err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        sys.exit(exc.exit_code)

@@ -1,0 +1,171 @@
+"""An attack trial: attack a trained model on the test split and measure every task, attacked or not.
+
+Stores clean and adversarial means (``clean`` / ``adv`` phases), per-step traces, per-sample values
+(so means of ratios and ratios of means can both be computed) and the derived vulnerabilities:
+relative task vulnerability both ways and E[dL] = mean |L_adv - L_clean|. Sanity checks run on
+every trial; a failed one marks the trial suspect.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from mtbench.context import TrialContext
+from mtbench.errors import MtbenchError
+from mtbench.models import load_checkpoint
+from mtbench.specs import AttackRequest
+from mtbench.storage.db import TrialResult
+
+TOLERANCE = 1e-5
+
+
+def per_sample_values(model, images, targets, masks, tasks) -> dict[str, dict[str, torch.Tensor]]:
+    """Loss and every metric per sample of every task (no gradients)."""
+    with torch.no_grad():
+        outputs = model(images)
+        out = {}
+        for t, spec in tasks.items():
+            values = {"loss": spec.loss(outputs[t], targets[t], masks[t])}
+            for m in spec.metrics:
+                values[m.name] = m.fn(outputs[t], targets[t], masks[t])
+            out[t] = values
+    return out
+
+
+def perturbation_norms(delta: torch.Tensor, norm: str) -> torch.Tensor:
+    flat = delta.flatten(1)
+    return flat.abs().amax(1) if norm == "linf" else flat.norm(dim=1)
+
+
+def run_attack(config: dict[str, Any], trial_id: str, ctx: TrialContext) -> TrialResult:
+    device = ctx.device
+    model_row = ctx.store.model(config["model"])
+    if model_row is None:
+        raise MtbenchError(f"the model of training trial {config['model']} is not in the database; run its grid")
+    model = load_checkpoint(model_row["checkpoint"], model_row["sha256"], ctx.plugins, device).eval()
+    tasks = {t: ctx.plugins.tasks.get(t) for t in model.tasks}
+    attacked = tuple(config["targets"])
+    attack = ctx.plugins.attacks.get(config["attack"])
+    objective = ctx.plugins.objectives.get(config["objective"]).make(attacked, config.get("weights"))
+    data = config["data"]
+    loader = DataLoader(ctx.open_split(data, "test", tasks, data["test_samples"]), batch_size=config["batch_size"])
+    generator = torch.Generator().manual_seed(config["seed"])
+
+    clean_all: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    adv_all: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    trace_sums: dict[tuple[int, str, str], float] = defaultdict(float)
+    checks = {"in_ball": True, "in_box": True, "finite": True, "objective_not_lower": True, "eval_mode": True,
+              "eps0_is_clean": True, "max_norm": 0.0, "objective_lower_samples": 0}
+    n = 0
+    advance = ctx.progress("batches", len(loader))
+    for batch_index, (images, targets, masks) in enumerate(loader):
+        images = images.to(device)
+        targets = {t: v.to(device) for t, v in targets.items()}
+        masks = {t: v.to(device) for t, v in masks.items()}
+        request = AttackRequest(
+            model=model, images=images, targets=targets, masks=masks, tasks=tasks, attacked=attacked,
+            objective=objective, eps=config["eps"], steps=config["steps"], step_size=config["step_size"],
+            generator=generator, random_start=config["random_start"], restarts=config["restarts"],
+            paper_compat=config["paper_compat"], trace=config.get("trace", True),
+        )
+        result = attack.run(request)
+        x_adv = result.adversarial.detach()
+        checks["eval_mode"] &= not model.training
+        clean = per_sample_values(model, images, targets, masks, tasks)
+        adv = per_sample_values(model, x_adv, targets, masks, tasks)
+        for t in tasks:
+            for metric in clean[t]:
+                clean_all[t][metric].append(clean[t][metric].cpu())
+                adv_all[t][metric].append(adv[t][metric].cpu())
+        for step, point in enumerate(result.trace):
+            for t, values in point.items():
+                for metric, v in values.items():
+                    trace_sums[(step, t, metric)] += v.sum().item()
+        _check(checks, images, x_adv, config, objective, clean, adv)
+        if batch_index == 0:
+            _check_eps0(checks, attack, request, images, tasks, clean)
+        n += images.shape[0]
+        advance(1)
+
+    return TrialResult(
+        metrics=_metric_rows(config, tasks, attacked, clean_all, adv_all, trace_sums, n, objective),
+        samples=_sample_rows(tasks, attacked, clean_all, adv_all),
+        checks=checks,
+        suspect=not all(v for k, v in checks.items() if isinstance(v, bool)),
+    )
+
+
+def _check(checks, images, x_adv, config, objective, clean, adv) -> None:
+    norms = perturbation_norms(x_adv - images, "l2" if config["norm"] == "l2" else "linf")
+    checks["max_norm"] = max(checks["max_norm"], norms.max().item())
+    ball_ok = bool((norms <= config["eps"] * (1 + TOLERANCE) + TOLERANCE).all())
+    if config["paper_compat"] and config["norm"] == "l2":
+        ball_ok = True  # the original L2 attack bounds the whole batch, not each sample
+    checks["in_ball"] &= ball_ok
+    if not (config["paper_compat"] and config["norm"] == "l2"):
+        checks["in_box"] &= bool(((x_adv >= 0) & (x_adv <= 1)).all())
+    checks["finite"] &= bool(torch.isfinite(x_adv).all()) and all(
+        bool(torch.isfinite(v).all()) for d in adv.values() for v in d.values())
+    obj_clean = objective({t: d["loss"] for t, d in clean.items()})
+    obj_adv = objective({t: d["loss"] for t, d in adv.items()})
+    lower = int((obj_adv < obj_clean - 1e-4 * obj_clean.abs().clamp_min(1)).sum())
+    checks["objective_lower_samples"] += lower
+    checks["objective_not_lower"] &= bool(obj_adv.mean() >= obj_clean.mean() - 1e-6)
+
+
+def _check_eps0(checks, attack, request: AttackRequest, images, tasks, clean) -> None:
+    """The same attack with eps = 0 must return the clean images (one step is enough to tell)."""
+    zero = AttackRequest(**{**request.__dict__, "eps": 0.0, "steps": 1, "restarts": 1, "trace": False,
+                            "paper_compat": False, "generator": torch.Generator().manual_seed(0)})
+    x0 = attack.run(zero).adversarial
+    checks["eps0_is_clean"] = bool(torch.allclose(x0, images, atol=1e-7))
+
+
+def _metric_rows(config, tasks, attacked, clean_all, adv_all, trace_sums, n, objective) -> list[dict]:
+    rows: list[dict[str, Any]] = []
+    steps = config["steps"]
+
+    def row(phase, task, metric, step, value):
+        rows.append({"split": "test", "phase": phase, "task": task, "attacked": task in attacked,
+                     "metric": metric, "step": step, "value": float(value)})
+
+    for t, spec in tasks.items():
+        for metric in clean_all[t]:
+            c = torch.cat(clean_all[t][metric])
+            a = torch.cat(adv_all[t][metric])
+            row("clean", t, metric, 0, c.mean())
+            row("adv", t, metric, steps, a.mean())
+        err = spec.error_metric
+        c, a = torch.cat(clean_all[t][err]), torch.cat(adv_all[t][err])
+        sign = -1.0 if spec.metric(err).higher_is_better else 1.0
+        row("vulnerability", t, "error_clean", 0, c.mean())
+        row("vulnerability", t, "error_adv", steps, a.mean())
+        row("vulnerability", t, "rel_vuln_ratio_of_means", steps, sign * (a.mean() - c.mean()) / c.mean().clamp_min(1e-12))
+        valid = c.abs() > 1e-12
+        row("vulnerability", t, "rel_vuln_mean_of_ratios", steps,
+            (sign * (a[valid] - c[valid]) / c[valid]).mean() if valid.any() else float("nan"))
+        lc, la = torch.cat(clean_all[t]["loss"]), torch.cat(adv_all[t]["loss"])
+        row("vulnerability", t, "delta_loss", steps, (la - lc).abs().mean())
+    obj_c = objective({t: torch.cat(clean_all[t]["loss"]) for t in tasks})
+    obj_a = objective({t: torch.cat(adv_all[t]["loss"]) for t in tasks})
+    rows.append({"split": "test", "phase": "vulnerability", "task": "objective", "attacked": True,
+                 "metric": "delta_loss", "step": steps, "value": float((obj_a - obj_c).abs().mean())})
+    for (step, t, metric), total in sorted(trace_sums.items()):
+        rows.append({"split": "test", "phase": "trace", "task": t, "attacked": t in attacked or t == "objective",
+                     "metric": metric, "step": step, "value": total / n})
+    return rows
+
+
+def _sample_rows(tasks, attacked, clean_all, adv_all) -> list[dict]:
+    rows = []
+    for t in tasks:
+        for metric in clean_all[t]:
+            c = torch.cat(clean_all[t][metric]).tolist()
+            a = torch.cat(adv_all[t][metric]).tolist()
+            rows.extend({"sample": i, "task": t, "attacked": t in attacked, "metric": metric, "clean": ci, "adv": ai}
+                        for i, (ci, ai) in enumerate(zip(c, a)))
+    return rows

@@ -1,0 +1,321 @@
+"""Grid files: TOML -> validated settings -> the list of trials they expand into.
+
+Validation reports every problem at once, each with the file and the table/key path, before any
+work starts. Trials are plain dicts of their fully resolved config; their id is a hash of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import tomllib
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from mtbench.errors import ConfigError, MtbenchError
+from mtbench.plugins import Plugins
+
+
+def _number(value: Any) -> Any:
+    """Accept 0.03, 8 / 255 written as the string "8/255", or "0.03"."""
+    if isinstance(value, str):
+        try:
+            return float(Fraction(value.replace(" ", "")))
+        except (ValueError, ZeroDivisionError):
+            raise ValueError(f"expected a number or a fraction like '8/255', got {value!r}") from None
+    return value
+
+
+Number = Annotated[float, BeforeValidator(_number)]
+Eps = Annotated[float, BeforeValidator(_number), Field(gt=0, le=1)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RunSection(Section):
+    name: str = "grid"
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class DataSection(Section):
+    dataset: str = "synthetic"
+    root: str | None = None
+    image_size: int = Field(64, gt=0)
+    train_samples: int = Field(64, gt=0)
+    val_samples: int = Field(0, ge=0)
+    test_samples: int = Field(32, gt=0)
+    split_file: str | None = None
+    train_buildings: list[str] | None = None
+    val_buildings: list[str] | None = None
+    test_buildings: list[str] | None = None
+    synth_size: int | None = Field(None, gt=0)
+
+
+Weighting = Literal["uniform", "sum", "optimal"] | dict[str, Annotated[float, Field(ge=0)]]
+
+
+class TrainSection(Section):
+    encoders: list[str] = Field(min_length=1)
+    task_sets: list[str | list[str]] = Field(min_length=1)
+    weighting: list[Weighting] = Field(default_factory=lambda: ["uniform"], min_length=1)
+    aux_weight: float = Field(0.1, gt=0, description="auxiliary weight of 'optimal' (the paper: 0.01 or 0.1)")
+    epochs: int = Field(2, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr_milestones: list[Annotated[float, Field(gt=0, lt=1)]] = Field(default_factory=lambda: [0.8, 0.93])
+    seeds: list[int] | None = None
+    amp: bool = False
+    channels_last: bool = False
+    loss_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class AttackSection(Section):
+    name: str
+    eps: list[Eps] = Field(min_length=1)
+    steps: list[Annotated[int, Field(ge=1)]] | Annotated[int, Field(ge=1)] = 10
+    step_size: Number | None = Field(None, description="default eps/4, the paper's 2/255 at 8/255")
+    targets: Literal["each", "all"] | list[list[str]] = "each"
+    objective: str = "sum"
+    weights: dict[str, float] | None = None
+    random_start: bool = False
+    restarts: int = Field(1, ge=1)
+    paper_compat: bool = False
+    batch_size: int | None = Field(None, ge=1)
+    trace: bool = True
+
+
+class GridModel(Section):
+    run: RunSection = RunSection()
+    data: DataSection = DataSection()
+    train: TrainSection
+    attack: list[AttackSection] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One unit of work: ``kind`` is "train" or "attack"; ``parent`` is the training trial an
+    attack needs."""
+
+    id: str
+    kind: str
+    config: dict[str, Any]
+    parent: str | None = None
+
+    def label(self) -> str:
+        c = self.config
+        if self.kind == "train":
+            return f"train {c['encoder']} [{'+'.join(c['codes'])}] {c['weighting']}"
+        return (f"attack {c['attack']} eps={c['eps']:.4g} steps={c['steps']} on [{'+'.join(c['targets_codes'])}]"
+                f" of {c['model'][:8]}")
+
+
+@dataclass
+class Grid:
+    path: Path
+    text: str
+    settings: GridModel
+    trials: list[Trial] = field(default_factory=list)
+
+    @property
+    def train_trials(self) -> list[Trial]:
+        return [t for t in self.trials if t.kind == "train"]
+
+
+def trial_id(config: dict[str, Any]) -> str:
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _loc(path: Path, loc: tuple) -> str:
+    parts = []
+    for p in loc:
+        if isinstance(p, int):
+            parts.append(f"[{p}]")
+        elif not p.startswith(("function-", "literal", "list[", "dict[", "str", "int", "float", "bool")):
+            parts.append(("." if parts else "") + p)
+    return f"{path.name}: {''.join(parts) or '(top level)'}"
+
+
+def load_grid(path: Path, plugins: Plugins) -> Grid:
+    """Parse, validate and expand a grid file; raise :class:`ConfigError` listing every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError([(str(path), f"cannot read the grid file ({exc.strerror})")]) from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([(str(path), f"not valid TOML: {exc}")]) from None
+    try:
+        settings = GridModel.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for e in exc.errors():
+            msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+            problems.append((_loc(path, e["loc"]), msg))
+        raise ConfigError(problems) from None
+    grid = Grid(path, text, settings)
+    problems = _check_names(path, settings, plugins)
+    if problems:
+        raise ConfigError(problems)
+    grid.trials = expand(settings, plugins)
+    return grid
+
+
+def _check_names(path: Path, g: GridModel, plugins: Plugins) -> list[tuple[str, str]]:
+    """Everything pydantic cannot know: plugin names, task codes, targets vs task sets."""
+    problems: list[tuple[str, str]] = []
+    where = lambda key: f"{path.name}: {key}"  # noqa: E731
+    for registry, key, names in (
+        (plugins.datasets, "data.dataset", [g.data.dataset]),
+        (plugins.encoders, "train.encoders", g.train.encoders),
+    ):
+        for i, name in enumerate(names):
+            if name not in registry:
+                problems.append((where(key if key == "data.dataset" else f"{key}[{i}]"), registry.unknown_message(name)))
+    all_tasks: set[str] = set()
+    for i, task_set in enumerate(g.train.task_sets):
+        items = list(task_set) if isinstance(task_set, str) and task_set not in plugins.tasks else (
+            [task_set] if isinstance(task_set, str) else task_set)
+        if not items:
+            problems.append((where(f"train.task_sets[{i}]"), "empty task set"))
+        for item in items:
+            try:
+                all_tasks.add(plugins.tasks.resolve(item))
+            except MtbenchError as exc:
+                problems.append((where(f"train.task_sets[{i}]"), str(exc)))
+        if len(set(items)) != len(items):
+            problems.append((where(f"train.task_sets[{i}]"), "a task appears twice"))
+    for i, w in enumerate(g.train.weighting):
+        if isinstance(w, dict):
+            for name in w:
+                try:
+                    plugins.tasks.resolve(name)
+                except MtbenchError as exc:
+                    problems.append((where(f"train.weighting[{i}].{name}"), str(exc)))
+    for name in g.train.loss_options:
+        try:
+            plugins.tasks.resolve(name)
+        except MtbenchError as exc:
+            problems.append((where(f"train.loss_options.{name}"), str(exc)))
+    for i, a in enumerate(g.attack):
+        if a.name not in plugins.attacks:
+            problems.append((where(f"attack[{i}].name"), plugins.attacks.unknown_message(a.name)))
+        if a.objective not in plugins.objectives:
+            problems.append((where(f"attack[{i}].objective"), plugins.objectives.unknown_message(a.objective)))
+        if isinstance(a.targets, list):
+            if not a.targets:
+                problems.append((where(f"attack[{i}].targets"), "empty list of targets"))
+            for j, target in enumerate(a.targets):
+                if not target:
+                    problems.append((where(f"attack[{i}].targets[{j}]"), "empty target set"))
+                for name in target:
+                    try:
+                        task = plugins.tasks.resolve(name)
+                    except MtbenchError as exc:
+                        problems.append((where(f"attack[{i}].targets[{j}]"), str(exc)))
+                        continue
+                    if all_tasks and task not in all_tasks:
+                        problems.append((where(f"attack[{i}].targets[{j}]"),
+                                         f"task {name!r} is in no task set of [train]"))
+        if a.objective == "weighted" and not a.weights:
+            problems.append((where(f"attack[{i}].weights"), "the 'weighted' objective needs weights"))
+    return problems
+
+
+def task_set_names(task_set: str | list[str], plugins: Plugins) -> list[str]:
+    """``"sd"``, ``"depth_zbuffer"`` or ``["s", "normal"]`` -> full task names, order kept."""
+    if isinstance(task_set, str):
+        items = [task_set] if task_set in plugins.tasks else list(task_set)
+    else:
+        items = task_set
+    return [plugins.tasks.resolve(t) for t in items]
+
+
+def train_weights(weighting: Weighting, tasks: list[str], aux_weight: float, plugins: Plugins) -> tuple[str, dict[str, float]]:
+    """Loss weights per task and a label: uniform (the mean), sum, optimal (first task is the main
+    task at 1, the others at ``aux_weight``) or explicit."""
+    if weighting == "uniform":
+        return "uniform", {t: 1.0 / len(tasks) for t in tasks}
+    if weighting == "sum":
+        return "sum", {t: 1.0 for t in tasks}
+    if weighting == "optimal":
+        return "optimal", {t: (1.0 if i == 0 else aux_weight) for i, t in enumerate(tasks)}
+    explicit = {plugins.tasks.resolve(k): float(v) for k, v in weighting.items()}
+    return "explicit", {t: explicit.get(t, 0.0) for t in tasks}
+
+
+def expand(g: GridModel, plugins: Plugins) -> list[Trial]:
+    """Training trials first, then every attack of every model (dependency order)."""
+    data = g.data.model_dump()
+    data["seed"] = g.run.seed
+    trials: list[Trial] = []
+    seen: set[str] = set()
+    seeds = g.train.seeds or [g.run.seed]
+    models: list[Trial] = []
+    for encoder, task_set, weighting, seed in itertools.product(g.train.encoders, g.train.task_sets,
+                                                                 g.train.weighting, seeds):
+        tasks = task_set_names(task_set, plugins)
+        label, weights = train_weights(weighting, tasks, g.train.aux_weight, plugins)
+        if label == "optimal" and len(tasks) == 1:
+            label = "uniform"  # one task: every weighting is the same model
+        config = {
+            "kind": "train", "encoder": encoder, "tasks": tasks,
+            "codes": [plugins.tasks.get(t).code for t in tasks],
+            "weighting": label, "weights": weights, "epochs": g.train.epochs, "batch_size": g.train.batch_size,
+            "lr": g.train.lr, "optimizer": g.train.optimizer, "lr_milestones": g.train.lr_milestones,
+            "seed": seed, "data": data, "amp": g.train.amp, "channels_last": g.train.channels_last,
+            "loss_options": {plugins.tasks.resolve(k): v for k, v in sorted(g.train.loss_options.items())
+                             if plugins.tasks.resolve(k) in tasks},
+        }
+        t = Trial(trial_id(config), "train", config)
+        if t.id not in seen:
+            seen.add(t.id)
+            models.append(t)
+    trials.extend(models)
+    for model in models:
+        model_tasks = model.config["tasks"]
+        for a in g.attack:
+            spec = plugins.attacks.get(a.name)
+            for targets in _targets(a, model_tasks, plugins):
+                for eps, steps in itertools.product(a.eps, a.steps if isinstance(a.steps, list) else [a.steps]):
+                    objective = a.objective
+                    if plugins.objectives.get(objective).exact_targets not in (None, len(targets)):
+                        continue  # e.g. 'single' with targets = "all" of a two-task model
+                    config = {
+                        "kind": "attack", "model": model.id, "attack": a.name, "norm": spec.norm,
+                        "eps": eps, "steps": steps, "step_size": a.step_size if a.step_size is not None else eps / 4,
+                        "random_start": a.random_start, "restarts": a.restarts, "paper_compat": a.paper_compat,
+                        "objective": objective, "weights": a.weights, "targets": targets,
+                        "targets_codes": [plugins.tasks.get(t).code for t in targets],
+                        "seed": model.config["seed"], "data": model.config["data"],
+                        "batch_size": a.batch_size or g.train.batch_size, "trace": a.trace,
+                    }
+                    t = Trial(trial_id(config), "attack", config, parent=model.id)
+                    if t.id not in seen:
+                        seen.add(t.id)
+                        trials.append(t)
+    return trials
+
+
+def _targets(a: AttackSection, model_tasks: list[str], plugins: Plugins) -> list[list[str]]:
+    if a.targets == "each":
+        return [[t] for t in model_tasks]
+    if a.targets == "all":
+        return [list(model_tasks)]
+    out = []
+    for target in a.targets:
+        names = [plugins.tasks.resolve(t) for t in target]
+        if set(names) <= set(model_tasks):
+            out.append(names)
+    return out

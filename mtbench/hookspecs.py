@@ -1,0 +1,65 @@
+"""The hooks a plugin can implement: the contract between mtbench and its plugins.
+
+Every hook is a *collecting* hook: mtbench calls all implementations and gathers what they
+return. A plugin is any module or object with functions decorated by ``mtbench.hookimpl`` and
+named like the hooks below, registered under the entry-point group ``mtbench``::
+
+    [project.entry-points.mtbench]
+    my_plugin = "my_package.plugin"
+
+Names must be unique across all installed plugins; mtbench refuses a second spec with the same
+name and tells you which two distributions clash. Order does not matter: mtbench sorts by name.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+from mtbench.specs import AttackSpec, DatasetSpec, EncoderSpec, ObjectiveSpec, TaskSpec
+
+hookspec = pluggy.HookspecMarker("mtbench")
+
+
+@hookspec
+def mtbench_register_encoders() -> list[EncoderSpec]:
+    """Return the encoders (shared backbones) this plugin provides.
+
+    Each :class:`~mtbench.specs.EncoderSpec` declares its output channels and stride and builds
+    the module lazily. The model calls the encoder on normalised inputs and expects a feature
+    map of ``out_channels`` channels at ``1/stride`` of the input resolution.
+    """
+
+
+@hookspec
+def mtbench_register_tasks() -> list[TaskSpec]:
+    """Return the tasks this plugin provides.
+
+    A :class:`~mtbench.specs.TaskSpec` says which on-disk domains its label is decoded from, how
+    (``decode``), the head width, a per-sample loss and named per-sample metrics. The one-letter
+    ``code`` is what grid files may use in task sets (``"sd"``); it must be unique too.
+    """
+
+
+@hookspec
+def mtbench_register_attacks() -> list[AttackSpec]:
+    """Return the attacks this plugin provides.
+
+    An attack gets an :class:`~mtbench.specs.AttackRequest` (model in eval mode with frozen
+    parameters, a batch in [0, 1], the attacked tasks, an objective and a seeded generator) and
+    returns an :class:`~mtbench.specs.AttackResult` whose adversarial batch stays inside the
+    eps-ball of its norm and the [0, 1] image box.
+    """
+
+
+@hookspec
+def mtbench_register_objectives() -> list[ObjectiveSpec]:
+    """Return the attack objectives this plugin provides.
+
+    An objective turns the per-sample losses of the model's tasks into the one per-sample scalar
+    an attack ascends (the sum over the attacked tasks, a weighted sum, ...).
+    """
+
+
+@hookspec
+def mtbench_register_datasets() -> list[DatasetSpec]:
+    """Return the datasets this plugin provides (the real Taskonomy layout, generated data, ...)."""

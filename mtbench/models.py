@@ -1,0 +1,127 @@
+"""Multi-task models (one shared encoder, one decoder per task) and their checkpoints.
+
+Checkpoints are a safetensors file plus a JSON file with the model's config; never pickle. The
+SHA-256 of the weights is stored with the training trial, so a tampered file is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mtbench.errors import CheckpointError, ConfigError
+from mtbench.plugins import Plugins, get_plugins
+
+
+class MultiTaskModel(nn.Module):
+    """``forward(x) -> {task: prediction}`` at the input's resolution, for images in [0, 1].
+
+    The [0, 1] -> [-1, 1] normalisation of the paper lives here, so attacks and eps work in
+    pixel units.
+    """
+
+    def __init__(self, encoder: nn.Module, decoders: Mapping[str, nn.Module], stride: int):
+        super().__init__()
+        self.encoder = encoder
+        self.decoders = nn.ModuleDict(dict(decoders))
+        self.stride = stride
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.decoders)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        h, w = x.shape[-2:]
+        if h % self.stride or w % self.stride:
+            raise ValueError(f"image size {h}x{w} is not divisible by the encoder's stride {self.stride}")
+        features = self.encoder(x * 2 - 1)
+        return {task: decoder(features) for task, decoder in self.decoders.items()}
+
+
+def build_model(encoder: str, tasks: Sequence[str], plugins: Plugins | None = None) -> MultiTaskModel:
+    plugins = plugins or get_plugins()
+    enc = plugins.encoders.get(encoder)
+    decoders = {t: enc.build_decoder(plugins.tasks.get(t).channels) for t in tasks}
+    return MultiTaskModel(enc.build(), decoders, enc.stride)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: nn.Module, image_size: int) -> int:
+    """Multiply-accumulates of one forward pass at 3 x size x size, measured by torch's flop counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.zeros(1, 3, image_size, image_size, device=next(model.parameters()).device))
+    model.train(was_training)
+    return counter.get_total_flops() // 2
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_checkpoint(model: MultiTaskModel, path: Path, config: Mapping) -> str:
+    """Write weights and config atomically; returns the weights' SHA-256."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp), metadata={"format": "mtbench-1"})
+    os.replace(tmp, path)
+    path.with_suffix(".json").write_text(json.dumps(dict(config), indent=1, sort_keys=True))
+    return _sha256(path)
+
+
+def load_checkpoint(path: Path, sha256: str | None = None, plugins: Plugins | None = None,
+                    device: str | torch.device = "cpu") -> MultiTaskModel:
+    """Rebuild a model from its JSON config and load the weights, refusing anything but an intact
+    safetensors file."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint missing (was the results folder moved or cleaned?)")
+    if sha256 is not None and _sha256(path) != sha256:
+        raise CheckpointError(f"{path}: checkpoint does not match the SHA-256 stored with its training trial "
+                              "(tampered with or overwritten); delete the training trial to retrain it")
+    try:
+        config = json.loads(path.with_suffix(".json").read_text())
+        state = load_file(str(path), device=str(device))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path.with_suffix('.json')}: model config missing") from None
+    except (SafetensorError, json.JSONDecodeError, OSError) as exc:
+        raise CheckpointError(f"{path}: not a safetensors checkpoint ({exc}); mtbench never loads pickles") from None
+    try:
+        model = build_model(config["encoder"], config["tasks"], plugins)
+        model.load_state_dict(state)
+    except (KeyError, RuntimeError, ConfigError) as exc:
+        raise CheckpointError(f"{path}: weights do not fit the model in its config ({exc})") from None
+    return model.to(device)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError([("[run] device", "'cuda' was asked for but no CUDA device is available")])
+    return torch.device(name)

@@ -1,0 +1,82 @@
+"""The tables. Metrics are long form: one row per (trial, split, phase, task, metric, step).
+
+``phase`` says what a metric row measures: ``train``/``val`` per epoch of a training trial,
+``clean`` (step 0) and ``adv`` (step = attack steps) for an evaluation, ``trace`` for the
+iterates of an attack, and ``vulnerability`` for values derived from clean and adversarial ones.
+"""
+
+from sqlalchemy import Boolean, Column, Float, ForeignKey, Integer, MetaData, String, Table, Text
+
+metadata = MetaData()
+
+runs = Table(
+    "runs", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200)),
+    Column("grid_path", Text),
+    Column("grid_text", Text),
+    Column("mtbench_version", String(40)),
+    Column("host", String(200)),
+    Column("started_at", Float),
+    Column("finished_at", Float),
+    Column("status", String(20)),
+)
+
+trials = Table(
+    "trials", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("kind", String(20), nullable=False),
+    Column("label", Text),
+    Column("parent", String(32)),
+    Column("config", Text, nullable=False),
+    Column("status", String(20), nullable=False),  # pending | running | done | failed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("worker", String(200)),
+    Column("run_id", Integer),
+    Column("mtbench_version", String(40)),
+    Column("seed", Integer),
+    Column("started_at", Float),
+    Column("heartbeat_at", Float),
+    Column("finished_at", Float),
+    Column("duration_s", Float),
+    Column("error", Text),
+    Column("checks", Text),
+    Column("suspect", Boolean, default=False),
+)
+
+models = Table(
+    "models", metadata,
+    Column("trial_id", String(32), ForeignKey("trials.id"), primary_key=True),
+    Column("encoder", String(100)),
+    Column("tasks", Text),
+    Column("weighting", String(40)),
+    Column("epochs", Integer),
+    Column("checkpoint", Text),
+    Column("sha256", String(64)),
+    Column("parameters", Integer),
+    Column("macs", Integer),
+    Column("image_size", Integer),
+)
+
+metrics = Table(
+    "metrics", metadata,
+    Column("trial_id", String(32), ForeignKey("trials.id"), index=True, nullable=False),
+    Column("split", String(20)),
+    Column("phase", String(20)),
+    Column("task", String(100)),
+    Column("attacked", Boolean),
+    Column("metric", String(100)),
+    Column("step", Integer),
+    Column("value", Float),
+)
+
+samples = Table(
+    "samples", metadata,
+    Column("trial_id", String(32), ForeignKey("trials.id"), index=True, nullable=False),
+    Column("sample", Integer),
+    Column("task", String(100)),
+    Column("attacked", Boolean),
+    Column("metric", String(100)),
+    Column("clean", Float),
+    Column("adv", Float),
+)

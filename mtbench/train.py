@@ -1,0 +1,123 @@
+"""A training trial: fit one multi-task model, log per-epoch losses and clean metrics, save it."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from mtbench.context import TrialContext
+from mtbench.models import build_model, count_macs, count_parameters, save_checkpoint
+from mtbench.storage.db import TrialResult
+
+
+def make_optimizer(config: dict, params) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """Adam as in the MTRobust code, or the paper's SGD (momentum 0.9, weight decay 1e-4);
+    the lr drops x0.1 at the milestones (fractions of the epochs)."""
+    if config["optimizer"] == "adam":
+        opt = torch.optim.Adam(params, lr=config["lr"])
+    else:
+        opt = torch.optim.SGD(params, lr=config["lr"], momentum=0.9, weight_decay=1e-4)
+    epochs = config["epochs"]
+    milestones = sorted({max(1, math.floor(f * epochs)) for f in config["lr_milestones"]} - {epochs})
+    return opt, torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=0.1)
+
+
+def per_task_losses(model, batch, tasks, device, loss_options) -> tuple[dict, dict]:
+    images, targets, masks = batch
+    images = images.to(device, non_blocking=True)
+    outputs = model(images)
+    losses = {t: spec.loss(outputs[t], targets[t].to(device), masks[t].to(device), **loss_options.get(t, {}))
+              for t, spec in tasks.items()}
+    return outputs, losses
+
+
+@torch.no_grad()
+def evaluate_clean(model, loader, tasks, device, loss_options) -> dict[str, dict[str, float]]:
+    """Mean loss and every metric of every task over a split."""
+    model.eval()
+    sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    n = 0
+    for batch in loader:
+        outputs, losses = per_task_losses(model, batch, tasks, device, loss_options)
+        _, targets, masks = batch
+        for t, spec in tasks.items():
+            sums[t]["loss"] += losses[t].sum().item()
+            for m in spec.metrics:
+                sums[t][m.name] += m.fn(outputs[t], targets[t].to(device), masks[t].to(device)).sum().item()
+        n += batch[0].shape[0]
+    return {t: {k: v / n for k, v in d.items()} for t, d in sums.items()}
+
+
+def run_train(config: dict[str, Any], trial_id: str, ctx: TrialContext) -> TrialResult:
+    device = ctx.device
+    torch.manual_seed(config["seed"])  # module init draws from the global RNG; seeded per trial
+    tasks = {t: ctx.plugins.tasks.get(t) for t in config["tasks"]}
+    data = config["data"]
+    train_set = ctx.open_split(data, "train", tasks, data["train_samples"])
+    val_split = "val" if data.get("val_samples") else "test"
+    val_set = ctx.open_split(data, val_split, tasks, data.get("val_samples") or data["test_samples"])
+    test_set = ctx.open_split(data, "test", tasks, data["test_samples"])
+    gen = torch.Generator().manual_seed(config["seed"])
+    train_loader = DataLoader(train_set, batch_size=config["batch_size"], shuffle=True, generator=gen)
+    val_loader = DataLoader(val_set, batch_size=config["batch_size"])
+    test_loader = DataLoader(test_set, batch_size=config["batch_size"])
+
+    model = build_model(config["encoder"], config["tasks"], ctx.plugins).to(device)
+    if config.get("channels_last"):
+        model = model.to(memory_format=torch.channels_last)
+    opt, sched = make_optimizer(config, model.parameters())
+    weights = config["weights"]
+    loss_options = config.get("loss_options", {})
+    use_amp = bool(config.get("amp")) and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    rows: list[dict[str, Any]] = []
+    advance = ctx.progress("epochs", config["epochs"])
+    for epoch in range(1, config["epochs"] + 1):
+        model.train()
+        sums: dict[str, float] = defaultdict(float)
+        seen = 0
+        for batch in train_loader:
+            with torch.autocast(device.type, enabled=use_amp):
+                _, losses = per_task_losses(model, batch, tasks, device, loss_options)
+                total = sum(weights[t] * losses[t].mean() for t in tasks)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(total).backward()
+            scaler.step(opt)
+            scaler.update()
+            b = batch[0].shape[0]
+            seen += b
+            sums["total"] += total.item() * b
+            for t in tasks:
+                sums[t] += losses[t].sum().item()
+        sched.step()
+        for t, v in sums.items():
+            rows.append(_row("train", "train", t, "loss", epoch, v / seen))
+        for t, values in evaluate_clean(model, val_loader, tasks, device, loss_options).items():
+            for metric, v in values.items():
+                rows.append(_row(val_split, "val", t, metric, epoch, v))
+        advance(1)
+    for t, values in evaluate_clean(model, test_loader, tasks, device, loss_options).items():
+        values.setdefault("error", values[tasks[t].error_metric])  # the paper's clean error, by one name
+        for metric, v in values.items():
+            rows.append(_row("test", "clean", t, metric, config["epochs"], v))
+
+    model = model.to(memory_format=torch.contiguous_format).eval()
+    path = ctx.checkpoints / f"{trial_id}.safetensors"
+    sha = save_checkpoint(model, path, {"encoder": config["encoder"], "tasks": config["tasks"], "trial": trial_id})
+    model_row = {
+        "encoder": config["encoder"], "tasks": ",".join(config["tasks"]), "weighting": config["weighting"],
+        "epochs": config["epochs"], "checkpoint": str(path), "sha256": sha,
+        "parameters": count_parameters(model), "macs": count_macs(model, data["image_size"]),
+        "image_size": data["image_size"],
+    }
+    return TrialResult(metrics=rows, model=model_row)
+
+
+def _row(split: str, phase: str, task: str, metric: str, step: int, value: float) -> dict[str, Any]:
+    return {"split": split, "phase": phase, "task": task, "attacked": None, "metric": metric, "step": step,
+            "value": float(value)}
