@@ -156,80 +156,97 @@ def load_grid(path: Path, plugins: Plugins) -> Grid:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([(str(path), f"not valid TOML: {exc}")]) from None
+    problems: list[tuple[str, str]] = []
+    settings = None
     try:
         settings = GridModel.model_validate(raw)
     except ValidationError as exc:
-        problems = []
         for e in exc.errors():
             msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
             problems.append((_loc(path, e["loc"]), msg))
-        raise ConfigError(problems) from None
-    grid = Grid(path, text, settings)
-    problems = _check_names(path, settings, plugins)
-    if problems:
-        raise ConfigError(problems)
-    grid.trials = expand(settings, plugins)
-    return grid
+    problems += _check_names(path, raw, plugins)  # on the raw file, so both kinds are reported together
+    if problems or settings is None:
+        raise ConfigError(sorted(set(problems), key=problems.index))
+    return Grid(path, text, settings, expand(settings, plugins))
 
 
-def _check_names(path: Path, g: GridModel, plugins: Plugins) -> list[tuple[str, str]]:
-    """Everything pydantic cannot know: plugin names, task codes, targets vs task sets."""
+def _check_names(path: Path, raw: dict, plugins: Plugins) -> list[tuple[str, str]]:
+    """What pydantic cannot know: plugin names, task codes, targets vs task sets.
+
+    Works on the raw TOML and skips values of the wrong type (pydantic reports those)."""
     problems: list[tuple[str, str]] = []
-    where = lambda key: f"{path.name}: {key}"  # noqa: E731
-    for registry, key, names in (
-        (plugins.datasets, "data.dataset", [g.data.dataset]),
-        (plugins.encoders, "train.encoders", g.train.encoders),
-    ):
-        for i, name in enumerate(names):
-            if name not in registry:
-                problems.append((where(key if key == "data.dataset" else f"{key}[{i}]"), registry.unknown_message(name)))
+
+    def where(key: str) -> str:
+        return f"{path.name}: {key}"
+
+    def section(name: str) -> dict:
+        value = raw.get(name)
+        return value if isinstance(value, dict) else {}
+
+    def resolve_task(item: Any, key: str) -> str | None:
+        if not isinstance(item, str):
+            return None
+        try:
+            return plugins.tasks.resolve(item)
+        except MtbenchError as exc:
+            problems.append((where(key), str(exc)))
+            return None
+
+    dataset = section("data").get("dataset", "synthetic")
+    if isinstance(dataset, str) and dataset not in plugins.datasets:
+        problems.append((where("data.dataset"), plugins.datasets.unknown_message(dataset)))
+    train = section("train")
+    encoders = train.get("encoders")
+    for i, name in enumerate(encoders if isinstance(encoders, list) else []):
+        if isinstance(name, str) and name not in plugins.encoders:
+            problems.append((where(f"train.encoders[{i}]"), plugins.encoders.unknown_message(name)))
     all_tasks: set[str] = set()
-    for i, task_set in enumerate(g.train.task_sets):
-        items = list(task_set) if isinstance(task_set, str) and task_set not in plugins.tasks else (
-            [task_set] if isinstance(task_set, str) else task_set)
+    task_sets = train.get("task_sets")
+    for i, task_set in enumerate(task_sets if isinstance(task_sets, list) else []):
+        key = f"train.task_sets[{i}]"
+        if isinstance(task_set, str):
+            items = [task_set] if task_set in plugins.tasks else list(task_set)
+        elif isinstance(task_set, list):
+            items = task_set
+        else:
+            continue
         if not items:
-            problems.append((where(f"train.task_sets[{i}]"), "empty task set"))
-        for item in items:
-            try:
-                all_tasks.add(plugins.tasks.resolve(item))
-            except MtbenchError as exc:
-                problems.append((where(f"train.task_sets[{i}]"), str(exc)))
-        if len(set(items)) != len(items):
-            problems.append((where(f"train.task_sets[{i}]"), "a task appears twice"))
-    for i, w in enumerate(g.train.weighting):
+            problems.append((where(key), "empty task set"))
+        names = [resolve_task(item, key) for item in items]
+        all_tasks.update(n for n in names if n)
+        if len(set(names)) != len(names):
+            problems.append((where(key), "a task appears twice"))
+    for i, w in enumerate(train.get("weighting") or []):
         if isinstance(w, dict):
             for name in w:
-                try:
-                    plugins.tasks.resolve(name)
-                except MtbenchError as exc:
-                    problems.append((where(f"train.weighting[{i}].{name}"), str(exc)))
-    for name in g.train.loss_options:
-        try:
-            plugins.tasks.resolve(name)
-        except MtbenchError as exc:
-            problems.append((where(f"train.loss_options.{name}"), str(exc)))
-    for i, a in enumerate(g.attack):
-        if a.name not in plugins.attacks:
-            problems.append((where(f"attack[{i}].name"), plugins.attacks.unknown_message(a.name)))
-        if a.objective not in plugins.objectives:
-            problems.append((where(f"attack[{i}].objective"), plugins.objectives.unknown_message(a.objective)))
-        if isinstance(a.targets, list):
-            if not a.targets:
-                problems.append((where(f"attack[{i}].targets"), "empty list of targets"))
-            for j, target in enumerate(a.targets):
-                if not target:
-                    problems.append((where(f"attack[{i}].targets[{j}]"), "empty target set"))
-                for name in target:
-                    try:
-                        task = plugins.tasks.resolve(name)
-                    except MtbenchError as exc:
-                        problems.append((where(f"attack[{i}].targets[{j}]"), str(exc)))
-                        continue
-                    if all_tasks and task not in all_tasks:
-                        problems.append((where(f"attack[{i}].targets[{j}]"),
-                                         f"task {name!r} is in no task set of [train]"))
-        if a.objective == "weighted" and not a.weights:
+                resolve_task(name, f"train.weighting[{i}].{name}")
+    loss_options = train.get("loss_options")
+    for name in loss_options if isinstance(loss_options, dict) else {}:
+        resolve_task(name, f"train.loss_options.{name}")
+    attacks = raw.get("attack")
+    for i, a in enumerate(attacks if isinstance(attacks, list) else []):
+        if not isinstance(a, dict):
+            continue
+        name, objective = a.get("name"), a.get("objective", "sum")
+        if isinstance(name, str) and name not in plugins.attacks:
+            problems.append((where(f"attack[{i}].name"), plugins.attacks.unknown_message(name)))
+        if isinstance(objective, str) and objective not in plugins.objectives:
+            problems.append((where(f"attack[{i}].objective"), plugins.objectives.unknown_message(objective)))
+        if objective == "weighted" and not a.get("weights"):
             problems.append((where(f"attack[{i}].weights"), "the 'weighted' objective needs weights"))
+        targets = a.get("targets")
+        if not isinstance(targets, list):
+            continue
+        if not targets:
+            problems.append((where(f"attack[{i}].targets"), "empty list of targets"))
+        for j, target in enumerate(targets):
+            key = f"attack[{i}].targets[{j}]"
+            if isinstance(target, list) and not target:
+                problems.append((where(key), "empty target set"))
+            for item in target if isinstance(target, list) else []:
+                task = resolve_task(item, key)
+                if task and all_tasks and task not in all_tasks:
+                    problems.append((where(key), f"task {item!r} is in no task set of [train]"))
     return problems
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from mtbench import __version__
@@ -71,7 +72,7 @@ def run_grid(grid: Grid, store: Store, out: Path, plugins: Plugins, console: Con
                 progress.update(overall, description=f"{grid.settings.run.name}: preparing data")
                 ctx.dataset_root(todo[0].config["data"])
             for trial in todo:
-                progress.update(overall, description=trial.label())
+                progress.update(overall, description=escape(trial.label()))
                 _run_one(trial, ctx, store, run_id, summary, console)
                 progress.advance(overall)
         status = "failed" if summary.failed else "done"
@@ -101,7 +102,7 @@ def _run_one(trial: Trial, ctx: TrialContext, store: Store, run_id: int, summary
     except Exception as exc:  # a failing trial is stored and the grid goes on
         store.fail(trial.id, "".join(traceback.format_exception(exc)))
         summary.failed[trial.id] = f"{type(exc).__name__}: {exc}"
-        console.print(f"[red]failed[/red] {trial.label()} ({trial.id}): {type(exc).__name__}: {exc}")
+        console.print(f"[red]failed[/red] {escape(trial.label())} ({trial.id}): {escape(str(exc))}")
         return
     store.finish(trial.id, result, time.time() - start)
     summary.done.append(trial.id)

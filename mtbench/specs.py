@@ -56,6 +56,8 @@ class TaskSpec:
     loss: Callable[..., "torch.Tensor"]
     metrics: tuple[MetricSpec, ...]
     error_metric: str
+    classification: bool = False
+    """True if the target is a 1-channel map of class indices and the head outputs one logit per class."""
     description: str = ""
 
     def metric(self, name: str) -> MetricSpec:

@@ -128,7 +128,7 @@ def D(name):
 TASKS: tuple[TaskSpec, ...] = (
     TaskSpec(
         name="segment_semantic", code="s", channels=17, domains=(D("segment_semantic"),),
-        decode=decode_segment, loss=M.cross_entropy_loss, error_metric="error",
+        decode=decode_segment, loss=M.cross_entropy_loss, error_metric="error", classification=True,
         metrics=(
             MetricSpec("error", M.seg_error, False, "1 - mIoU (the paper's clean error)"),
             MetricSpec("miou", M.miou, True, "mean intersection over union of present classes"),
