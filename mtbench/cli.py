@@ -140,7 +140,7 @@ def report(
     sections = {
         "Models: clean error per task (1-mIoU for s, MSE otherwise; lower is better)":
             model_rows(tables, encoder, task),
-        f"Attacks: {metric} per task (* = attacked; lower is more robust)":
+        f"Attacks: {metric} per task v_<code> (* = attacked task; lower is more robust)":
             attack_rows(tables, encoder, task, attack, eps_value, metric),
     }
     if fmt is Format.json:
@@ -161,24 +161,28 @@ def report(
         elif fmt is Format.markdown:
             print(f"### {title}\n\n| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
             for r in rows:
-                print("| " + " | ".join(_cell(r.get(c)) for c in columns) + " |")
+                print("| " + " | ".join(_cell(r.get(c), _attacked(r, c)) for c in columns) + " |")
             print()
         else:
             table = Table(title=title, title_justify="left")
             for c in columns:
                 table.add_column(c, justify="right" if isinstance(rows[0].get(c), (int, float)) else "left")
             for r in rows:
-                table.add_row(*(_cell(r.get(c)) for c in columns))
+                table.add_row(*(_cell(r.get(c), _attacked(r, c)) for c in columns))
             console.print(table)
 
 
-def _cell(v) -> str:
+def _attacked(row: dict, column: str) -> bool:
+    return column.startswith("v_") and column[2:] in row.get("targets", "")
+
+
+def _cell(v, mark: bool = False) -> str:
     if v is None:
         return "-"
     if isinstance(v, bool):
-        return "yes" if v else ""
+        return "SUSPECT" if v else ""
     if isinstance(v, float):
-        return f"{v:.4g}"
+        return f"{v:.3g}" + ("*" if mark else "")
     return str(v)
 
 

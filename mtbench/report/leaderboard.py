@@ -53,13 +53,17 @@ def model_rows(t: Tables, encoder: str | None = None, task: str | None = None) -
         cfg = configs.get(m["trial_id"])
         if cfg is None or (encoder and cfg["encoder"] != encoder) or (task and not _has_task(cfg, task)):
             continue
-        row = {"model": m["trial_id"][:8], "encoder": cfg["encoder"], "tasks": "".join(cfg["codes"]),
-               "weighting": cfg["weighting"], "epochs": cfg["epochs"], "params_M": round(m["parameters"] / 1e6, 2),
-               "MACs_G": round(m["macs"] / 1e9, 3)}
+        row = {"model": model_name(cfg), "id": m["trial_id"][:6], "epochs": cfg["epochs"],
+               "params_M": round(m["parameters"] / 1e6, 2), "MACs_G": round(m["macs"] / 1e9, 3)}
         for name, code in zip(cfg["tasks"], cfg["codes"]):
             row[f"err_{code}"] = by_trial[m["trial_id"]].get(("clean", name, "error"))
         rows.append(row)
-    return sorted(rows, key=lambda r: (r["encoder"], len(r["tasks"]), r["tasks"], r["weighting"]))
+    return sorted(rows, key=lambda r: r["model"])
+
+
+def model_name(cfg: dict) -> str:
+    """``resnet18/sd/uniform``: encoder, task codes (main task first), weighting."""
+    return f"{cfg.get('encoder')}/{''.join(cfg.get('codes', []))}/{cfg.get('weighting')}"
 
 
 def attack_rows(t: Tables, encoder: str | None = None, task: str | None = None, attack: str | None = None,
@@ -78,19 +82,18 @@ def attack_rows(t: Tables, encoder: str | None = None, task: str | None = None, 
                 or (eps is not None and abs(cfg["eps"] - eps) > 1e-9) or (task and not _has_task(model, task)):
             continue
         values = by_trial[r["id"]]
-        row = {"model": cfg["model"][:8], "encoder": model.get("encoder"), "tasks": "".join(model.get("codes", [])),
-               "weighting": model.get("weighting"), "attack": cfg["attack"], "eps": _fraction(cfg["eps"]),
-               "steps": cfg["steps"], "targets": "".join(cfg["targets_codes"]), "suspect": suspect[r["id"]]}
+        row = {"model": model_name(model), "attack": cfg["attack"], "eps": _fraction(cfg["eps"]),
+               "steps": cfg["steps"], "targets": "".join(cfg["targets_codes"])}
         attacked = []
         for name, code in zip(model.get("tasks", []), model.get("codes", [])):
             v = values.get(("vulnerability", name, metric))
-            mark = "*" if name in cfg["targets"] else ""
-            row[f"v_{code}{mark}"] = v
-            if mark and v is not None:
+            row[f"v_{code}"] = v
+            if name in cfg["targets"] and v is not None:
                 attacked.append(v)
         row["v_attacked_mean"] = sum(attacked) / len(attacked) if attacked else None
+        row["suspect"] = suspect[r["id"]]
         rows.append(row)
-    return sorted(rows, key=lambda r: (r["v_attacked_mean"] is None, r["v_attacked_mean"] or 0))
+    return sorted(rows, key=lambda r: (r["attack"], r["eps"], r["v_attacked_mean"] is None, r["v_attacked_mean"] or 0))
 
 
 def _has_task(cfg: dict, task: str) -> bool:

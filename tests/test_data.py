@@ -1,0 +1,119 @@
+"""Synthetic generator -> Taskonomy loader round trip, determinism, bad files, data check."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mtbench.data import TaskonomyDataset, load_splits
+from mtbench.data.check import check_folder
+from mtbench.data.synthetic import SynthConfig, generate
+from mtbench.errors import DataError
+
+from conftest import run_cli
+
+ALL = "sdDnkKeEprA"
+
+
+def open_all(plugins, root, split="train", size=32):
+    tasks = {plugins.tasks.resolve(c): plugins.tasks.get(plugins.tasks.resolve(c)) for c in ALL}
+    return TaskonomyDataset(root, load_splits(root)[split], tasks, size, cache=False)
+
+
+def test_layout_and_round_trip(plugins, synth_root):
+    files = sorted(p.relative_to(synth_root).as_posix() for p in synth_root.rglob("*.png"))
+    assert "synth-train-000/rgb/point_0_view_0_domain_rgb.png" in files
+    assert len(files) == 24 * 11  # 11 domains (the autoencoder reads rgb)
+    ds = open_all(plugins, synth_root)
+    assert len(ds) == 16
+    image, targets, masks = ds[0]
+    assert image.shape == (3, 32, 32) and 0 <= image.min() and image.max() <= 1
+    for name, target in targets.items():
+        spec = plugins.tasks.get(name)
+        assert target.shape == (1 if spec.classification else spec.channels, 32, 32), name
+        assert masks[name].shape == (1, 32, 32) and masks[name].dtype.is_floating_point is False
+    assert targets["segment_semantic"].max() <= 16 and targets["segment_semantic"].min() >= 0
+    assert -1 <= targets["normal"].min() and targets["normal"].max() <= 1
+    assert 0 <= targets["depth_euclidean"].min() and targets["depth_euclidean"].max() <= 1
+    # a window shows sky somewhere in the dataset: invalid depth is masked out
+    assert any(not bool(ds[i][2]["depth_euclidean"].all()) for i in range(len(ds)))
+    # labels are consistent with geometry: z-buffer depth never exceeds euclidean depth
+    assert bool((targets["depth_zbuffer"] <= targets["depth_euclidean"] + 1e-6).all())
+
+
+def test_resize_on_load(plugins, synth_root):
+    image, targets, _ = open_all(plugins, synth_root, size=16)[0]
+    assert image.shape == (3, 16, 16) and targets["segment_semantic"].shape == (1, 16, 16)
+
+
+def _digest(root):
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*.png")):
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def test_deterministic_per_seed(tmp_path):
+    cfg = SynthConfig(size=16, train=4, test=0, seed=3, samples_per_building=4)
+    a, b = generate(tmp_path / "a", cfg, workers=1), generate(tmp_path / "b", cfg, workers=2)
+    assert _digest(a) == _digest(b)
+    c = generate(tmp_path / "c", SynthConfig(size=16, train=4, test=0, seed=4, samples_per_building=4), workers=1)
+    assert _digest(c) != _digest(a)
+
+
+@pytest.fixture
+def broken_copy(synth_root, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(synth_root, root)
+    return root
+
+
+def png_path(root, domain, b="synth-train-000", p=0, v=0):
+    return root / b / domain / f"point_{p}_view_{v}_domain_{domain}.png"
+
+
+def test_corrupt_png_names_file(plugins, broken_copy):
+    path = png_path(broken_copy, "normal")
+    path.write_bytes(b"not a png")
+    with pytest.raises(DataError, match=f"{path}: not a readable PNG"):
+        open_all(plugins, broken_copy)[0]
+
+
+def test_wrong_bit_depth_names_file(plugins, broken_copy):
+    path = png_path(broken_copy, "depth_zbuffer")
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(path)
+    with pytest.raises(DataError, match=f"{path}: expected a 16-bit"):
+        open_all(plugins, broken_copy)[0]
+
+
+def test_wrong_size_names_file(plugins, broken_copy):
+    path = png_path(broken_copy, "reshading")
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(path)
+    with pytest.raises(DataError, match=f"{path}: size 16x16 differs"):
+        open_all(plugins, broken_copy)[0]
+
+
+def test_missing_file_names_sample(plugins, broken_copy):
+    png_path(broken_copy, "keypoints3d").unlink()
+    with pytest.raises(DataError, match="point 0 view 0 lacks domain.*keypoints3d"):
+        open_all(plugins, broken_copy)
+
+
+def test_data_check_command(broken_copy):
+    ok = run_cli("data", "check", str(broken_copy))
+    assert ok.returncode == 0 and "24 sample(s), 0 problem(s)" in ok.stdout
+    png_path(broken_copy, "normal").write_bytes(b"junk")
+    bad = run_cli("data", "check", str(broken_copy))
+    assert bad.returncode == 1 and "not a readable PNG" in bad.stdout and "1 problem(s)" in bad.stdout
+
+
+def test_only_needed_domains_are_read(plugins, broken_copy):
+    shutil.rmtree(broken_copy / "synth-train-000" / "normal")
+    shutil.rmtree(broken_copy / "synth-train-001" / "normal")
+    ds = TaskonomyDataset(broken_copy, ["synth-train-000", "synth-train-001"],
+                          {"depth_zbuffer": plugins.tasks.get("depth_zbuffer")}, 32)
+    assert ds.domains == ["rgb", "depth_euclidean", "depth_zbuffer"] and len(ds) == 16
