@@ -90,3 +90,23 @@ def test_sigkill_and_resume_runs_every_trial_once(write_grid, tmp_path):
     assert rows(db, "select count(*) from (select trial_id, task, metric, count(*) n from metrics "
                     "where phase='clean' group by trial_id, task, metric having n > 1)") == [(0,)]
     assert Store(f"sqlite:///{db}").integrity_ok()
+
+
+def test_ctrl_c_gives_the_trial_back(write_grid, tmp_path):
+    out = tmp_path / "results"
+    grid = write_grid(task_sets='["s", "d"]')
+    cmd = [sys.executable, "-c", "from mtbench.cli import main; main()", "run", str(grid), "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    db = out / "mtbench.db"
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until a trial is in flight
+        if db.exists() and rows(db, "select count(*) from trials where status='running'") == [(1,)]:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert rows(db, "select count(*) from trials where status='running'") == [(0,)]
+    assert run_cli("run", str(grid), "--out", str(out)).returncode == 0
+    assert rows(db, "select status, count(*) from trials group by status") == [("done", 4)]
