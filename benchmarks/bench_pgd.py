@@ -52,7 +52,6 @@ def main() -> None:
     model = build_model("resnet18", [seg], p).to(device).eval()
     fast_model, fast_images = prepare_for_attack(model, images)
     spec = p.tasks.get(seg)
-    objective = p.objectives.get("sum").make((seg,), None)
 
     def request(m, x, tasks, attacked, tgt, msk):
         return AttackRequest(model=m, images=x, targets=tgt, masks=msk, tasks={t: p.tasks.get(t) for t in tasks},

@@ -10,7 +10,6 @@ import pytest
 from PIL import Image
 
 from mtbench.data import TaskonomyDataset, load_splits
-from mtbench.data.check import check_folder
 from mtbench.data.synthetic import SynthConfig, generate
 from mtbench.errors import DataError
 
