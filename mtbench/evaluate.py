@@ -37,7 +37,9 @@ def per_sample_values(model, images, targets, masks, tasks) -> dict[str, dict[st
 
 
 def prepare_for_attack(model, images):
-    """Channels-last memory layout: the same numbers, and faster convolutions on CPU and GPU."""
+    """Channels-last memory layout: the same numbers, and faster convolutions on CPU and GPU.
+
+    Converting a model already in channels-last is a no-op, so callers may pass it per batch."""
     return model.to(memory_format=torch.channels_last), images.contiguous(memory_format=torch.channels_last)
 
 
@@ -52,6 +54,7 @@ def run_attack(config: dict[str, Any], trial_id: str, ctx: TrialContext) -> Tria
     if model_row is None:
         raise MtbenchError(f"the model of training trial {config['model']} is not in the database; run its grid")
     model = load_checkpoint(model_row["checkpoint"], model_row["sha256"], ctx.plugins, device).eval()
+    model = model.to(memory_format=torch.channels_last)  # once, not per batch
     tasks = {t: ctx.plugins.tasks.get(t) for t in model.tasks}
     attacked = tuple(config["targets"])
     attack = ctx.plugins.attacks.get(config["attack"])
@@ -68,7 +71,7 @@ def run_attack(config: dict[str, Any], trial_id: str, ctx: TrialContext) -> Tria
     n = 0
     advance = ctx.progress("batches", len(loader))
     for batch_index, (images, targets, masks) in enumerate(loader):
-        model, images = prepare_for_attack(model, images.to(device))
+        images = images.to(device).contiguous(memory_format=torch.channels_last)
         targets = {t: v.to(device) for t, v in targets.items()}
         masks = {t: v.to(device) for t, v in masks.items()}
         request = AttackRequest(
