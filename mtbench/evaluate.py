@@ -12,10 +12,12 @@ from collections import defaultdict
 from typing import Any
 
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 
 from mtbench.context import TrialContext
 from mtbench.errors import MtbenchError
+from mtbench.fold import fold_batchnorm
 from mtbench.models import load_checkpoint
 from mtbench.specs import AttackRequest
 from mtbench.storage.db import TrialResult
@@ -36,11 +38,13 @@ def per_sample_values(model, images, targets, masks, tasks) -> dict[str, dict[st
     return out
 
 
-def prepare_for_attack(model, images):
-    """Channels-last memory layout: the same numbers, and faster convolutions on CPU and GPU.
-
-    Converting a model already in channels-last is a no-op, so callers may pass it per batch."""
-    return model.to(memory_format=torch.channels_last), images.contiguous(memory_format=torch.channels_last)
+def prepare_for_attack(model: nn.Module, images: torch.Tensor | None = None):
+    """The model the attack differentiates: a frozen copy with BatchNorms folded into their convolutions
+    and a channels-last layout. The same function to float rounding, and faster gradients on CPU and
+    GPU. Metrics are still measured on the original model. Returns ``(model, images)`` with the images
+    in the matching layout when given."""
+    fast = fold_batchnorm(model).to(memory_format=torch.channels_last)
+    return fast, None if images is None else images.contiguous(memory_format=torch.channels_last)
 
 
 def perturbation_norms(delta: torch.Tensor, norm: str) -> torch.Tensor:
@@ -54,7 +58,7 @@ def run_attack(config: dict[str, Any], trial_id: str, ctx: TrialContext) -> Tria
     if model_row is None:
         raise MtbenchError(f"the model of training trial {config['model']} is not in the database; run its grid")
     model = load_checkpoint(model_row["checkpoint"], model_row["sha256"], ctx.plugins, device).eval()
-    model = model.to(memory_format=torch.channels_last)  # once, not per batch
+    attack_model, _ = prepare_for_attack(model)  # once, not per batch
     tasks = {t: ctx.plugins.tasks.get(t) for t in model.tasks}
     attacked = tuple(config["targets"])
     attack = ctx.plugins.attacks.get(config["attack"])
@@ -75,7 +79,7 @@ def run_attack(config: dict[str, Any], trial_id: str, ctx: TrialContext) -> Tria
         targets = {t: v.to(device) for t, v in targets.items()}
         masks = {t: v.to(device) for t, v in masks.items()}
         request = AttackRequest(
-            model=model, images=images, targets=targets, masks=masks, tasks=tasks, attacked=attacked,
+            model=attack_model, images=images, targets=targets, masks=masks, tasks=tasks, attacked=attacked,
             objective=objective, eps=config["eps"], steps=config["steps"], step_size=config["step_size"],
             generator=generator, random_start=config["random_start"], restarts=config["restarts"],
             paper_compat=config["paper_compat"], trace=config.get("trace", True),

@@ -111,6 +111,8 @@ def pgd(req: AttackRequest, norm: str) -> AttackResult:
                     run_trace.append(trace_point(req, outputs, losses, objective))
                 delta = project(x, delta + alpha * ascent_step(grad, norm, req.paper_compat), eps, norm,
                                 req.paper_compat)
+            if req.restarts <= 1 and not req.trace:
+                return AttackResult(adversarial=(x + delta).detach(), trace=[])  # one run: no choice to make
             outputs, losses, objective, _ = evaluate_point(req, x + delta, with_grad=False)
             if req.trace:
                 run_trace.append(trace_point(req, outputs, losses, objective))
