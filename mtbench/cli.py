@@ -138,7 +138,7 @@ def report(
     tables = load_tables(source or db or str(out))
     eps_value = _number(eps) if eps is not None else None
     sections = {
-        "Models: clean error per task (1-mIoU for s, MSE otherwise; lower is better)":
+        "Models: clean error per task (1-mIoU for s, MSE otherwise; lower is better) and const_<code>, the error of the best constant predictor":
             model_rows(tables, encoder, task),
         f"Attacks: {metric} per task v_<code> (* = attacked task; lower is more robust)":
             attack_rows(tables, encoder, task, attack, eps_value, metric),

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from mtbench.baseline import evaluate_constants, fit_constants
 from mtbench.context import TrialContext
 from mtbench.models import build_model, count_macs, count_parameters, save_checkpoint
 from mtbench.storage.db import TrialResult
@@ -105,6 +106,12 @@ def run_train(config: dict[str, Any], trial_id: str, ctx: TrialContext) -> Trial
         values.setdefault("error", values[tasks[t].error_metric])  # the paper's clean error, by one name
         for metric, v in values.items():
             rows.append(_row("test", "clean", t, metric, config["epochs"], v))
+
+    constants = fit_constants(train_loader, tasks)
+    for t, values in evaluate_constants(constants, test_loader, tasks).items():
+        values.setdefault("error", values[tasks[t].error_metric])
+        for metric, v in values.items():
+            rows.append(_row("test", "baseline", t, metric, config["epochs"], v))
 
     model = model.to(memory_format=torch.contiguous_format).eval()
     path = ctx.checkpoints / f"{trial_id}.safetensors"

@@ -59,7 +59,7 @@ class SynthConfig:
     test: int = 32
     seed: int = 0
     samples_per_building: int = 8
-    version: int = 1  # bump when the renderer changes, so old folders are regenerated
+    version: int = 2  # bump when the renderer changes, so old folders are regenerated
 
     def buildings(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
@@ -96,10 +96,10 @@ def make_room(rng: np.random.Generator) -> Room:
     wall_albedo = rng.uniform(0.45, 0.9, size=(6, 3))
     wall_albedo[4] = rng.uniform(0.25, 0.55, size=3)  # floor darker
     objects = []
-    for _ in range(int(rng.integers(5, 10))):
+    for _ in range(int(rng.integers(7, 12))):
         cls = int(rng.integers(1, 17))
         shape, (w, h, d) = OBJECT_CLASSES[cls]
-        scale = rng.uniform(1.0, 1.6)
+        scale = rng.uniform(1.2, 1.8)
         ext = np.array([w, h, d]) * scale / 2
         centre = np.array([
             rng.uniform(-half[0] + ext[0] + 0.2, half[0] - ext[0] - 0.2),
@@ -117,7 +117,11 @@ def make_room(rng: np.random.Generator) -> Room:
 def camera_rays(rng: np.random.Generator, room: Room, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Origin (3,), unit ray directions (H, W, 3) and the camera basis rows (right, up, back)."""
     origin = np.array([rng.uniform(-0.7, 0.7) * room.half[0], rng.uniform(1.1, 1.7), rng.uniform(-0.7, 0.7) * room.half[1]])
-    yaw, pitch = rng.uniform(0, 2 * math.pi), rng.uniform(-0.35, 0.05)
+    # Aim roughly at one object, as Taskonomy's cameras look at points of interest: views of
+    # bare walls would make a constant "background" prediction unbeatable for segmentation.
+    to = room.objects[int(rng.integers(len(room.objects)))]["centre"] - origin
+    yaw = math.atan2(to[0], to[2]) + rng.uniform(-0.3, 0.3)
+    pitch = float(np.clip(math.atan2(to[1], math.hypot(to[0], to[2])) + rng.uniform(-0.1, 0.1), -0.6, 0.1))
     fwd = np.array([math.sin(yaw) * math.cos(pitch), math.sin(pitch), math.cos(yaw) * math.cos(pitch)])
     right = np.cross(fwd, [0.0, 1.0, 0.0])
     right /= np.linalg.norm(right)

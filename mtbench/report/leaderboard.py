@@ -57,6 +57,7 @@ def model_rows(t: Tables, encoder: str | None = None, task: str | None = None) -
                "params_M": round(m["parameters"] / 1e6, 2), "MACs_G": round(m["macs"] / 1e9, 3)}
         for name, code in zip(cfg["tasks"], cfg["codes"]):
             row[f"err_{code}"] = by_trial[m["trial_id"]].get(("clean", name, "error"))
+            row[f"const_{code}"] = by_trial[m["trial_id"]].get(("baseline", name, "error"))
         rows.append(row)
     return sorted(rows, key=lambda r: r["model"])
 

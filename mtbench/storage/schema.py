@@ -1,6 +1,7 @@
 """The tables. Metrics are long form: one row per (trial, split, phase, task, metric, step).
 
 ``phase`` says what a metric row measures: ``train``/``val`` per epoch of a training trial,
+``baseline`` for the best constant predictor of each task (fitted on the training split),
 ``clean`` (step 0) and ``adv`` (step = attack steps) for an evaluation, ``trace`` for the
 iterates of an attack, and ``vulnerability`` for values derived from clean and adversarial ones.
 """

@@ -1,0 +1,53 @@
+"""The best constant predictor of each task, fitted on the training split.
+
+A trained model that does not beat it has learnt nothing about the image; reports show the margin
+so that robustness numbers of such a model are not taken seriously.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import torch
+
+from mtbench.specs import TaskSpec
+
+
+def fit_constants(batches: Iterable, tasks: Mapping[str, TaskSpec]) -> dict[str, torch.Tensor]:
+    """Per task, a (C,) prediction: the majority class as one-hot logits for a classification task,
+    the mean of the valid label pixels per channel otherwise (the MSE-optimal constant)."""
+    sums = {t: torch.zeros(spec.channels, dtype=torch.float64) for t, spec in tasks.items()}
+    counts = {t: torch.zeros(spec.channels, dtype=torch.float64) for t, spec in tasks.items()}
+    for _, targets, masks in batches:
+        for t, spec in tasks.items():
+            target, mask = targets[t], masks[t]
+            if spec.classification:
+                labels = target[:, 0][mask[:, 0].bool()].long().clamp(0, spec.channels - 1)
+                sums[t] += torch.bincount(labels, minlength=spec.channels).double()
+            else:
+                m = mask.expand_as(target).double()
+                sums[t] += (target.double() * m).sum((0, 2, 3))
+                counts[t] += m.sum((0, 2, 3))
+    constants = {}
+    for t, spec in tasks.items():
+        if spec.classification:
+            constants[t] = torch.nn.functional.one_hot(sums[t].argmax(), spec.channels).float()
+        else:
+            constants[t] = (sums[t] / counts[t].clamp_min(1)).float()
+    return constants
+
+
+@torch.no_grad()
+def evaluate_constants(constants: Mapping[str, torch.Tensor], batches: Iterable,
+                       tasks: Mapping[str, TaskSpec]) -> dict[str, dict[str, float]]:
+    """Mean of every metric of every task when each task predicts its constant everywhere."""
+    sums: dict[str, dict[str, float]] = {t: {m.name: 0.0 for m in spec.metrics} for t, spec in tasks.items()}
+    n = 0
+    for images, targets, masks in batches:
+        b, _, h, w = images.shape
+        for t, spec in tasks.items():
+            pred = constants[t].view(1, -1, 1, 1).expand(b, -1, h, w)
+            for m in spec.metrics:
+                sums[t][m.name] += m.fn(pred, targets[t], masks[t]).sum().item()
+        n += b
+    return {t: {k: v / max(n, 1) for k, v in d.items()} for t, d in sums.items()}
