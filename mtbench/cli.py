@@ -6,8 +6,6 @@ report`` and ``mtbench --help`` start fast. Every user error exits with code 2 a
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import sys
 from enum import Enum
@@ -17,6 +15,8 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from mtbench.errors import MtbenchError
 
 app = typer.Typer(help="Adversarial robustness of multi-task vision models: train, attack, report.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -37,6 +37,15 @@ class Format(str, Enum):
     markdown = "markdown"
     csv = "csv"
     json = "json"
+    html = "html"
+
+
+class View(str, Enum):
+    leaderboard = "leaderboard"
+    models = "models"
+    attacks = "attacks"
+    paper = "paper"
+    all = "all"
 
 
 def _store(out: Path, db: str | None):
@@ -123,67 +132,93 @@ def report(
     source: Annotated[Optional[str], typer.Argument(help="database URL/file, results or Parquet folder")] = None,
     out: OutOpt = Path("results"),
     db: DbOpt = None,
+    view: Annotated[Optional[list[View]], typer.Option(
+        help="what to show (repeatable): leaderboard, models, attacks, paper (Tables 1, 2, per encoder), all "
+             "[default: leaderboard + models]")] = None,
     encoder: Annotated[Optional[str], typer.Option(help="only this encoder")] = None,
     task: Annotated[Optional[str], typer.Option(help="only models with this task (name or code)")] = None,
-    attack: Annotated[Optional[str], typer.Option(help="only this attack")] = None,
-    eps: Annotated[Optional[str], typer.Option(help="only this eps (e.g. 8/255)")] = None,
+    attack: Annotated[Optional[str], typer.Option(help="rank by this attack [default: the most common one]")] = None,
+    eps: Annotated[Optional[str], typer.Option(help="rank at this eps, e.g. 8/255 [default: its largest]")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="only attacks with this many steps")] = None,
+    objective: Annotated[Optional[str], typer.Option(help="rank by this attack objective [default: the most "
+                                                     "common one]")] = None,
+    targets: Annotated[str, typer.Option(help="leaderboard target: main (main task alone), all, or codes like sd")]
+    = "main",
     metric: Annotated[str, typer.Option(help="rel_vuln_ratio_of_means | rel_vuln_mean_of_ratios | delta_loss")]
     = "rel_vuln_ratio_of_means",
+    sort: Annotated[Optional[str], typer.Option(help="leaderboard column to sort by [default: the metric]")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="output format")] = Format.table,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write here instead of printing "
+                                                   "(html: default <out>/report.html)")] = None,
+    plots: Annotated[Optional[Path], typer.Option(help="also draw the paper's figures (PNG + SVG) here")] = None,
+    limit: Annotated[int, typer.Option(help="at most this many rows per table (0: all)")] = 50,
 ) -> None:
-    """Leaderboards: clean error of every model, relative task vulnerability of every attack."""
+    """Leaderboards, the paper's tables and figures, straight from the database (torch is not imported)."""
     from mtbench.grid import _number
-    from mtbench.report import attack_rows, load_tables, model_rows
+    from mtbench.report import Filters, leaderboard, load_frames, paper, render
+    from mtbench.report.leaderboard import VULNERABILITY_METRICS
 
-    tables = load_tables(source or db or str(out))
-    eps_value = _number(eps) if eps is not None else None
-    sections = {
-        "Models: clean error per task (1-mIoU for s, MSE otherwise; lower is better) and const_<code>, the error of the best constant predictor":
-            model_rows(tables, encoder, task),
-        f"Attacks: {metric} per task v_<code> (* = attacked task; lower is more robust)":
-            attack_rows(tables, encoder, task, attack, eps_value, metric),
-    }
-    if fmt is Format.json:
-        print(json.dumps({title: rows for title, rows in sections.items()}, indent=1, default=str))
+    if metric not in VULNERABILITY_METRICS:
+        raise MtbenchError(f"--metric: expected one of {', '.join(VULNERABILITY_METRICS)}, got {metric!r}")
+    try:
+        eps_value = _number(eps) if eps is not None else None
+        float(eps_value if eps_value is not None else 0)
+    except (TypeError, ValueError):
+        raise MtbenchError(f"--eps: expected a number or a fraction like 8/255, got {eps!r}") from None
+    f = Filters(encoder=encoder, task=task, attack=attack, eps=eps_value, steps=steps, objective=objective, targets=targets,
+                metric=metric, sort=sort)
+    views = set(view or [View.leaderboard, View.models])
+    if View.all in views:
+        views = set(View) - {View.all}
+    frames = load_frames(source or db or str(out))
+    sections = []
+    if View.leaderboard in views:
+        sections.append(leaderboard.leaderboard(frames, f))
+    if View.models in views:
+        sections.append(leaderboard.model_rows(frames, f))
+    if View.attacks in views:
+        sections.append(leaderboard.attack_rows(frames, f))
+    if View.paper in views:
+        sections += paper.table1(frames, f) + paper.per_encoder(frames, f) + paper.table2(frames, f)
+
+    for section in sections:
+        if limit and len(section.rows) > limit:
+            section.note += f" [first {limit} of {len(section.rows)} rows; --limit 0 shows all]"
+            section.rows = section.rows[:limit]
+
+    figures = []
+    if plots or fmt is Format.html:
+        import tempfile
+
+        from mtbench.report.plots import draw_all
+
+        figures = draw_all(frames, f, plots or Path(tempfile.mkdtemp(prefix="mtbench-plots-")))
+        if plots:
+            console.print(f"{len(figures)} figure(s) written to {plots}", style="dim")
+    if fmt is Format.html:
+        from mtbench import __version__
+        from mtbench.report.html import html_report
+
+        target = output or Path(out) / "report.html"
+        _write_text(target, html_report(sections, figures, frames, __version__))
+        console.print(f"report written to {target}")
         return
-    for title, rows in sections.items():
-        if not rows:
-            if fmt is Format.table:
-                console.print(f"[dim]{title}: nothing yet[/dim]")
-            continue
-        columns = list(dict.fromkeys(k for r in rows for k in r))
-        if fmt is Format.csv:
-            buf = io.StringIO()
-            writer = csv.DictWriter(buf, columns, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(rows)
-            print(f"# {title}\n{buf.getvalue()}")
-        elif fmt is Format.markdown:
-            print(f"### {title}\n\n| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
-            for r in rows:
-                print("| " + " | ".join(_cell(r.get(c), _attacked(r, c)) for c in columns) + " |")
-            print()
+    text = render.render(sections, fmt.value, console)
+    if text is not None:
+        if output:
+            _write_text(output, text)
         else:
-            table = Table(title=title, title_justify="left")
-            for c in columns:
-                table.add_column(c, justify="right" if isinstance(rows[0].get(c), (int, float)) else "left")
-            for r in rows:
-                table.add_row(*(_cell(r.get(c), _attacked(r, c)) for c in columns))
-            console.print(table)
+            print(text)
 
 
-def _attacked(row: dict, column: str) -> bool:
-    return column.startswith("v_") and column[2:] in row.get("targets", "")
-
-
-def _cell(v, mark: bool = False) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, bool):
-        return "SUSPECT" if v else ""
-    if isinstance(v, float):
-        return f"{v:.3g}" + ("*" if mark else "")
-    return str(v)
+def _write_text(path: Path, text: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    except OSError as exc:
+        raise MtbenchError(f"{path}: cannot write the report ({exc.strerror})") from None
 
 
 @app.command()
@@ -277,3 +312,7 @@ def main() -> None:
     except MtbenchError as exc:
         err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
         sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -97,6 +97,8 @@ def run_attack(config: dict[str, Any], trial_id: str, ctx: TrialContext) -> Tria
             for t, values in point.items():
                 for metric, v in values.items():
                     trace_sums[(step, t, metric)] += v.sum().item()
+                    if t in tasks and metric == tasks[t].error_metric != "error":  # one name across tasks
+                        trace_sums[(step, t, "error")] += v.sum().item()
         _check(checks, images, x_adv, config, objective, clean, adv)
         if batch_index == 0:
             _check_eps0(checks, attack, request, images, tasks, clean)

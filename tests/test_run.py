@@ -38,11 +38,11 @@ def test_run_report_rerun(write_grid, tmp_path):
     checks = [json.loads(c) for (c,) in rows(db, "select checks from trials where kind='attack'")]
     assert all(c["in_ball"] and c["in_box"] and c["eps0_is_clean"] and c["finite"] for c in checks)
     assert pq.read_table(out / "parquet" / "samples.parquet").num_rows > 0
-    assert "resnet18/sd/uniform" in first.stdout and "v_s" in first.stdout
+    assert "resnet18/sd/uniform" in first.stdout and "Leaderboard" in first.stdout
     again = run_cli("run", str(grid), "--out", str(out))
     assert again.returncode == 0 and "0 trial(s) run, 5 already done" in again.stderr
     assert rows(db, "select sum(attempts) from trials") == [(5,)]
-    report = run_cli("report", "--out", str(out), "--format", "json")
+    report = run_cli("report", "--out", str(out), "--format", "json", "--view", "attacks")
     data = json.loads(report.stdout)
     attacks = next(v for k, v in data.items() if k.startswith("Attacks"))
     assert len(attacks) == 3 and all("v_attacked_mean" in r for r in attacks)

@@ -1,106 +1,214 @@
-"""Leaderboards: trained models with their clean errors, and attacks with relative task vulnerability."""
+"""Leaderboards: models ranked by robustness, their clean errors, and every attack trial.
+
+The heavy part (filtering up to millions of metric rows) runs in Arrow; Python only touches the
+few rows that end up on screen.
+"""
 
 from __future__ import annotations
 
-import json
-from collections import defaultdict
-from dataclasses import dataclass
-from pathlib import Path
+import statistics
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from typing import Any
 
-from mtbench.errors import MtbenchError
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mtbench.report.frames import Frames
+from mtbench.report.render import Section
+
+VULNERABILITY_METRICS = ("rel_vuln_ratio_of_means", "rel_vuln_mean_of_ratios", "delta_loss", "error_adv")
 
 
 @dataclass
-class Tables:
-    trials: list[dict[str, Any]]
-    models: list[dict[str, Any]]
-    metrics: list[dict[str, Any]]
+class Filters:
+    """What the user narrowed the report to; ``None`` means everything (or a sensible default)."""
+
+    encoder: str | None = None
+    task: str | None = None  # a task name or code that the model must have
+    attack: str | None = None
+    eps: float | None = None
+    steps: int | None = None
+    objective: str | None = None  # None: the most common objective of the chosen attacks
+    targets: str = "main"  # "main" (the model's first task alone), "all", or task codes like "sd"
+    metric: str = "rel_vuln_ratio_of_means"
+    sort: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
-def load_tables(source: str) -> Tables:
-    """``source``: a database URL, a SQLite file, a results folder, or a Parquet folder."""
-    path = Path(source)
-    if path.is_dir() and (path / "trials.parquet").is_file():
-        from mtbench.storage.parquet import read_parquet
-
-        return Tables(*(read_parquet(path, name) for name in ("trials", "models", "metrics")))
-    if path.is_dir() and (path / "mtbench.db").is_file():
-        source = f"sqlite:///{path / 'mtbench.db'}"
-    elif "://" not in source:
-        if not path.is_file():
-            raise MtbenchError(f"{source}: no database or Parquet folder here (run `mtbench run` first, or pass --db)")
-        source = f"sqlite:///{path}"
-    from mtbench.storage import Store
-
-    store = Store(source)
-    return Tables(*(store.table_rows(name) for name in ("trials", "models", "metrics")))
+def metric_values(frames: Frames, phase: str, metric: str,
+                  trial_ids: list[str] | None = None) -> dict[tuple[str, str], float]:
+    """``{(trial_id, task): value}`` for one phase and metric (one row per pair: the last step),
+    optionally only for some trials."""
+    d = frames.read_metrics(phase, metric, trial_ids).sort_by([("step", "ascending")]).to_pydict()
+    return dict(zip(zip(d["trial_id"], d["task"]), d["value"]))
 
 
-def _index(metrics: list[dict[str, Any]]) -> dict[str, dict[tuple, float]]:
-    out: dict[str, dict[tuple, float]] = defaultdict(dict)
-    for m in metrics:
-        out[m["trial_id"]][(m["phase"], m["task"], m["metric"])] = m["value"]
+def done(frames: Frames, kind: str, **equal: Any) -> pa.Table:
+    """Finished trials of one kind, narrowed by column equalities (``None`` values are ignored)."""
+    t = frames.trials
+    if t.num_rows == 0:
+        return t
+    keep = pc.and_(pc.equal(t["kind"], kind), pc.equal(t["status"], "done"))
+    for column, value in equal.items():
+        if value is not None:
+            keep = pc.and_(keep, pc.equal(t[column], value))
+    return t.filter(keep)
+
+
+def model_info(frames: Frames, f: Filters | None = None) -> dict[str, dict[str, Any]]:
+    """Trained models by trial id: encoder, codes, task names, weighting, epochs, parameters, MACs."""
+    f = f or Filters()
+    sizes = {r["trial_id"]: r for r in frames.models.to_pylist()} if frames.models.num_rows else {}
+    out = {}
+    for r in done(frames, "train").to_pylist():
+        names = (r["task_names"] or "").split(",")
+        if f.encoder and r["encoder"] != f.encoder:
+            continue
+        if f.task and f.task not in names and f.task not in (r["codes"] or ""):
+            continue
+        size = sizes.get(r["id"], {})
+        out[r["id"]] = {**r, "names": names, "main": names[0], "name": model_name(r),
+                        "parameters": size.get("parameters"), "macs": size.get("macs")}
     return out
 
 
-def model_rows(t: Tables, encoder: str | None = None, task: str | None = None) -> list[dict[str, Any]]:
-    """One row per trained model: its clean error per task, parameters, MACs."""
-    configs = {r["id"]: json.loads(r["config"]) for r in t.trials if r["kind"] == "train" and r["status"] == "done"}
-    by_trial = _index(t.metrics)
-    rows = []
-    for m in t.models:
-        cfg = configs.get(m["trial_id"])
-        if cfg is None or (encoder and cfg["encoder"] != encoder) or (task and not _has_task(cfg, task)):
-            continue
-        row = {"model": model_name(cfg), "id": m["trial_id"][:6], "epochs": cfg["epochs"],
-               "params_M": round(m["parameters"] / 1e6, 2), "MACs_G": round(m["macs"] / 1e9, 3)}
-        for name, code in zip(cfg["tasks"], cfg["codes"]):
-            row[f"err_{code}"] = by_trial[m["trial_id"]].get(("clean", name, "error"))
-            row[f"const_{code}"] = by_trial[m["trial_id"]].get(("baseline", name, "error"))
-        rows.append(row)
-    return sorted(rows, key=lambda r: r["model"])
-
-
-def model_name(cfg: dict) -> str:
+def model_name(r: dict) -> str:
     """``resnet18/sd/uniform``: encoder, task codes (main task first), weighting."""
-    return f"{cfg.get('encoder')}/{''.join(cfg.get('codes', []))}/{cfg.get('weighting')}"
+    return f"{r.get('encoder')}/{r.get('codes')}/{r.get('weighting')}"
 
 
-def attack_rows(t: Tables, encoder: str | None = None, task: str | None = None, attack: str | None = None,
-                eps: float | None = None, metric: str = "rel_vuln_ratio_of_means") -> list[dict[str, Any]]:
-    """One row per attack trial: the relative vulnerability of every task (attacked ones marked *)."""
-    configs = {r["id"]: json.loads(r["config"]) for r in t.trials}
-    suspect = {r["id"]: bool(r.get("suspect")) for r in t.trials}
-    by_trial = _index(t.metrics)
+def attack_info(frames: Frames, models: dict[str, dict], f: Filters) -> list[dict[str, Any]]:
+    """Done attack trials on the selected models, narrowed by attack, eps and steps (in Arrow first)."""
+    t = done(frames, "attack", attack=f.attack, eps=f.eps, steps=f.steps)
+    if t.num_rows:
+        t = t.filter(pc.is_in(t["model"], value_set=pa.array(list(models), pa.string())))
+    return t.to_pylist()
+
+
+def default_attack(frames: Frames, models: dict[str, dict], f: Filters) -> tuple[str | None, float | None]:
+    """The attack and eps a leaderboard ranks by: the ones asked for, else the most common attack
+    and its largest eps."""
+    t = done(frames, "attack", attack=f.attack, steps=f.steps)
+    if t.num_rows:
+        t = t.filter(pc.is_in(t["model"], value_set=pa.array(list(models), pa.string())))
+    if t.num_rows == 0:
+        return f.attack, f.eps
+    attack = f.attack or max(pc.value_counts(t["attack"]).to_pylist(), key=lambda c: c["counts"])["values"]
+    eps = f.eps if f.eps is not None else pc.max(t.filter(pc.equal(t["attack"], attack))["eps"]).as_py()
+    return attack, eps
+
+
+def targets_match(r: dict, model: dict, targets: str) -> bool:
+    if targets == "main":
+        return r["targets"] == model["codes"][0]
+    if targets == "all":
+        return r["targets"] == model["codes"]
+    return r["targets"] == targets
+
+
+def leaderboard(frames: Frames, f: Filters) -> Section:
+    """One row per model (seeds averaged): the main task's vulnerability under one attack setting,
+    with its clean error, the constant predictor's, parameters and MACs; most robust first."""
+    models = model_info(frames, f)
+    attack, eps = default_attack(frames, models, f)
+    attacks = attack_info(frames, models, Filters(attack=attack, eps=eps, steps=f.steps))
+    chosen = [r for r in attacks if targets_match(r, models[r["model"]], f.targets)]
+    objective = f.objective or (Counter(r["objective"] for r in chosen).most_common(1)[0][0] if chosen else None)
+    chosen = [r for r in chosen if r["objective"] == objective]
+    attack_ids = [r["id"] for r in chosen]
+    model_ids = list({r["model"] for r in chosen})
+    vuln = metric_values(frames, "vulnerability", f.metric, attack_ids)
+    adv = metric_values(frames, "vulnerability", "error_adv", attack_ids)
+    clean = metric_values(frames, "clean", "error", model_ids)
+    const = metric_values(frames, "baseline", "error", model_ids)
+
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in chosen:
+        m = models[r["model"]]
+        key = (m["name"], m["epochs"], r["steps"])
+        groups[key].append({"m": m, "v": vuln.get((r["id"], m["main"])), "adv": adv.get((r["id"], m["main"])),
+                            "clean": clean.get((m["id"], m["main"])), "const": const.get((m["id"], m["main"])),
+                            "suspect": bool(r["suspect"])})
     rows = []
-    for r in t.trials:
-        if r["kind"] != "attack" or r["status"] != "done":
-            continue
-        cfg = configs[r["id"]]
-        model = configs.get(cfg["model"], {})
-        if (encoder and model.get("encoder") != encoder) or (attack and cfg["attack"] != attack) \
-                or (eps is not None and abs(cfg["eps"] - eps) > 1e-9) or (task and not _has_task(model, task)):
-            continue
-        values = by_trial[r["id"]]
-        row = {"model": model_name(model), "attack": cfg["attack"], "eps": _fraction(cfg["eps"]),
-               "steps": cfg["steps"], "targets": "".join(cfg["targets_codes"])}
-        attacked = []
-        for name, code in zip(model.get("tasks", []), model.get("codes", [])):
-            v = values.get(("vulnerability", name, metric))
-            row[f"v_{code}"] = v
-            if name in cfg["targets"] and v is not None:
-                attacked.append(v)
-        row["v_attacked_mean"] = sum(attacked) / len(attacked) if attacked else None
-        row["suspect"] = suspect[r["id"]]
+    for (name, epochs, steps), items in groups.items():
+        m = items[0]["m"]
+        vs = [i["v"] for i in items if i["v"] is not None]
+        rows.append({
+            "main": m["codes"][0], "model": name, "epochs": epochs, "steps": steps, "seeds": len(items),
+            "clean_err": _mean(i["clean"] for i in items), "const_err": _mean(i["const"] for i in items),
+            "adv_err": _mean(i["adv"] for i in items), "v": _mean(vs),
+            "std": statistics.stdev(vs) if len(vs) > 1 else None,
+            "params_M": _round(m["parameters"], 1e6, 2), "MACs_G": _round(m["macs"], 1e9, 3),
+            "suspect": any(i["suspect"] for i in items),
+        })
+    sort = f.sort or "v"
+    rows.sort(key=lambda r: (r["main"], r.get(sort) is None, r.get(sort) if r.get(sort) is not None else 0))
+    ranked, previous, rank = [], None, 0
+    for r in rows:  # errors of different main tasks are not comparable: rank within each main task
+        rank = rank + 1 if r["main"] == previous else 1
+        previous = r["main"]
+        ranked.append({"main": r.pop("main"), "rank": rank, **r})
+    rows = ranked
+    eps_text = fraction(eps) if eps is not None else "-"
+    what = {"main": "attacking the main task alone", "all": "attacking all tasks together"}.get(
+        f.targets, f"attacking {f.targets}")
+    return Section(
+        f"Leaderboard: v = {f.metric} of each model's main task under {attack} eps={eps_text}, {what}"
+        f" (objective {objective})",
+        rows, note="lower v is more robust; clean/const/adv_err: the main task's error (1-mIoU for s, MSE otherwise) "
+                   "clean, of the best constant predictor, under attack; std over seeds")
+
+
+def model_rows(frames: Frames, f: Filters) -> Section:
+    """Every trained model with its clean error per task beside the constant predictor's."""
+    clean = metric_values(frames, "clean", "error")
+    const = metric_values(frames, "baseline", "error")
+    rows = []
+    for tid, m in sorted(model_info(frames, f).items(), key=lambda kv: kv[1]["name"]):
+        row = {"model": m["name"], "id": tid[:6], "epochs": m["epochs"], "seed": m["seed"],
+               "params_M": _round(m["parameters"], 1e6, 2), "MACs_G": _round(m["macs"], 1e9, 3)}
+        for name, code in zip(m["names"], m["codes"]):
+            row[f"err_{code}"] = clean.get((tid, name))
+            row[f"const_{code}"] = const.get((tid, name))
         rows.append(row)
-    return sorted(rows, key=lambda r: (r["attack"], r["eps"], r["v_attacked_mean"] is None, r["v_attacked_mean"] or 0))
+    return Section("Models: clean error per task (err_<code>) beside the best constant predictor's (const_<code>)",
+                   rows, note="1-mIoU for s, MSE otherwise; lower is better")
 
 
-def _has_task(cfg: dict, task: str) -> bool:
-    return task in cfg.get("tasks", []) or task in cfg.get("codes", [])
+def attack_rows(frames: Frames, f: Filters) -> Section:
+    """Every attack trial: the vulnerability of every task of the model (attacked ones starred)."""
+    models = model_info(frames, f)
+    vuln = metric_values(frames, "vulnerability", f.metric)
+    rows = []
+    for r in attack_info(frames, models, f):
+        m = models[r["model"]]
+        row = {"model": m["name"], "attack": r["attack"], "eps": fraction(r["eps"]), "steps": r["steps"],
+               "objective": r["objective"], "targets": r["targets"]}
+        attacked = []
+        for name, code in zip(m["names"], m["codes"]):
+            v = vuln.get((r["id"], name))
+            row[f"v_{code}"] = v
+            if code in r["targets"] and v is not None:
+                attacked.append(v)
+        row["v_attacked_mean"] = _mean(attacked)
+        row["suspect"] = bool(r["suspect"])
+        rows.append(row)
+    rows.sort(key=lambda r: (r["attack"], r["eps"], r["v_attacked_mean"] is None, r["v_attacked_mean"] or 0))
+    return Section(f"Attacks: {f.metric} per task v_<code> (* = attacked task; lower is more robust)", rows,
+                   mark=lambda row, col: col.startswith("v_") and col[2:] in row.get("targets", ""))
 
 
-def _fraction(eps: float) -> str:
+def fraction(eps: float) -> str:
+    """``8/255`` when eps is a whole number of grey levels, else the number."""
     k = eps * 255
     return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 else f"{eps:.4g}"
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def _round(value, unit: float, digits: int) -> float | None:
+    return round(value / unit, digits) if value is not None else None

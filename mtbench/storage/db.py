@@ -49,6 +49,8 @@ class Store:
             else:
                 self.engine = create_engine(url, pool_pre_ping=True)
             metadata.create_all(self.engine)
+            for index in metrics.indexes:  # databases made by an older mtbench lack newer indexes
+                index.create(self.engine, checkfirst=True)
         except (SQLAlchemyError, OSError) as exc:
             raise MtbenchError(f"cannot open the database {url!r}: {exc}") from None
 

@@ -6,7 +6,7 @@
 iterates of an attack, and ``vulnerability`` for values derived from clean and adversarial ones.
 """
 
-from sqlalchemy import Boolean, Column, Float, ForeignKey, Integer, MetaData, String, Table, Text
+from sqlalchemy import Boolean, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text
 
 metadata = MetaData()
 
@@ -69,6 +69,7 @@ metrics = Table(
     Column("metric", String(100)),
     Column("step", Integer),
     Column("value", Float),
+    Index("ix_metrics_phase_metric_trial", "phase", "metric", "trial_id"),  # what reports filter by
 )
 
 samples = Table(

@@ -1,0 +1,245 @@
+"""The paper's figures from the database, as PNG and SVG (``mtbench report --plots DIR``).
+
+Each function draws one kind of figure and returns the files it wrote; a figure with no data to
+show is skipped rather than drawn empty.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from mtbench.report.frames import Frames
+from mtbench.report.leaderboard import Filters, attack_info, default_attack, fraction, metric_values, model_info
+
+MAX_FIGURES_PER_KIND = 12
+V_LABEL = "relative vulnerability of the main task\n(err_adv - err_clean) / err_clean"
+
+
+@dataclass
+class Figure:
+    title: str
+    png: Path
+    svg: Path
+    caption: str
+
+
+def draw_all(frames: Frames, f: Filters, out: Path) -> list[Figure]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    out.mkdir(parents=True, exist_ok=True)
+    figures: list[Figure] = []
+    for draw in (error_along_steps, vulnerability_vs_tasks, vulnerability_vs_eps, vulnerability_vs_steps,
+                 transfer_heatmaps, clean_vs_robust):
+        figures += draw(frames, f, out)
+    return figures
+
+
+def _chosen(frames: Frames, f: Filters):
+    models = model_info(frames, f)
+    attacks = attack_info(frames, models, Filters(attack=f.attack, steps=f.steps))
+    attack, eps = default_attack(frames, models, f)
+    return models, attacks, attack, eps
+
+
+def _save(fig, out: Path, stem: str, title: str, caption: str) -> Figure:
+    import matplotlib.pyplot as plt
+
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem)
+    fig.suptitle(title)
+    fig.tight_layout()
+    png, svg = out / f"{stem}.png", out / f"{stem}.svg"
+    fig.savefig(png, dpi=110)
+    fig.savefig(svg)
+    plt.close(fig)
+    return Figure(title, png, svg, caption)
+
+
+def error_along_steps(frames: Frames, f: Filters, out: Path) -> list[Figure]:
+    """The paper's Figs 1-11: each task's error at every PGD step, one panel per measured task,
+    one line per attacked task set."""
+    import matplotlib.pyplot as plt
+
+    models, attacks, attack, eps = _chosen(frames, f)
+    by_id = {r["id"]: r for r in attacks if r["attack"] == attack and r["eps"] == eps}
+    trace = frames.read_metrics("trace", "error", list(by_id)).to_pydict()
+    series: dict[str, dict[tuple[str, str], list[tuple[int, float]]]] = defaultdict(lambda: defaultdict(list))
+    for tid, task, step, value in zip(trace["trial_id"], trace["task"], trace["step"], trace["value"]):
+        if tid in by_id:
+            series[by_id[tid]["model"]][(by_id[tid]["targets"], task)].append((step, value))
+    figures = []
+    for model_id, lines in list(series.items())[:MAX_FIGURES_PER_KIND]:
+        model = models[model_id]
+        tasks = model["names"]
+        fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
+        for ax, task in zip(axes[0], tasks):
+            for (targets, measured), points in sorted(lines.items()):
+                if measured != task:
+                    continue
+                points.sort()
+                ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", label=f"attacking {targets}")
+            ax.set(title=task, xlabel="PGD step", ylabel="error (1-mIoU or MSE)")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+        figures.append(_save(fig, out, f"steps_{model['name']}_{attack}_{fraction(eps)}",
+                             f"{model['name']}: error along {attack} eps={fraction(eps)}",
+                             "Error of each task (panel) at every attack step, for each attacked task set (line). "
+                             "Step 0 is the clean error."))
+    return figures
+
+
+def vulnerability_vs_tasks(frames: Frames, f: Filters, out: Path) -> list[Figure]:
+    """The paper's Figs 12-13: the main task's vulnerability under the all-task attack as tasks are
+    added, unweighted (sum) beside 1/N (uniform mean) weighting."""
+    import matplotlib.pyplot as plt
+
+    models, attacks, attack, eps = _chosen(frames, f)
+    vuln = metric_values(frames, "vulnerability", f.metric)
+    lines: dict[tuple[str, str], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in attacks:
+        m = models[r["model"]]
+        if r["attack"] != attack or r["eps"] != eps or r["targets"] != m["codes"]:
+            continue
+        v = vuln.get((r["id"], m["main"]))
+        if v is not None:
+            lines[(m["weighting"], m["codes"][0])][len(m["codes"])].append(v)
+    if not any(len(points) > 1 for points in lines.values()):
+        return []
+    weightings = sorted({w for w, _ in lines})
+    fig, axes = plt.subplots(1, len(weightings), figsize=(5 * len(weightings), 3.8), squeeze=False, sharey=True)
+    for ax, w in zip(axes[0], weightings):
+        for (weighting, main), points in sorted(lines.items()):
+            if weighting != w:
+                continue
+            xs = sorted(points)
+            ax.plot(xs, [sum(points[x]) / len(points[x]) for x in xs], marker="o", label=f"main task {main}")
+        ax.set(title=f"{w} weighting" + (" (1/N)" if w == "uniform" else ""), xlabel="number of tasks in the model",
+               ylabel=V_LABEL)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return [_save(fig, out, "vulnerability_vs_tasks", f"Vulnerability vs number of tasks, {attack} eps={fraction(eps)}",
+                  "Main-task vulnerability when every task of the model is attacked together, by model size.")]
+
+
+def _sweep(frames: Frames, f: Filters, key: str):
+    models, attacks, attack, eps = _chosen(frames, f)
+    vuln = metric_values(frames, "vulnerability", f.metric)
+    lines: dict[tuple[str, str], dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in attacks:
+        m = models[r["model"]]
+        if r["targets"] != m["codes"][0]:
+            continue
+        if key == "steps" and (r["attack"] != attack or r["eps"] != eps):
+            continue
+        v = vuln.get((r["id"], m["main"]))
+        if v is not None:
+            lines[(r["norm"] or r["attack"], m["name"])][r[key]].append(v)
+    return lines, attack, eps
+
+
+def vulnerability_vs_eps(frames: Frames, f: Filters, out: Path) -> list[Figure]:
+    """The paper's Figs 14-17 (part): vulnerability against the budget, L-inf beside L2."""
+    import matplotlib.pyplot as plt
+
+    lines, _, _ = _sweep(frames, f, "eps")
+    norms = sorted({n for (n, name), pts in lines.items() if len(pts) > 1})
+    if not norms:
+        return []
+    fig, axes = plt.subplots(1, len(norms), figsize=(5 * len(norms), 3.8), squeeze=False)
+    for ax, norm in zip(axes[0], norms):
+        for (n, name), points in sorted(lines.items()):
+            if n == norm:
+                xs = sorted(points)
+                scale = 255 if norm == "linf" else 1
+                ax.plot([x * scale for x in xs], [sum(points[x]) / len(points[x]) for x in xs], marker="o", label=name)
+        ax.set(title=f"{norm} attacks", xlabel="eps (grey levels /255)" if norm == "linf" else "eps (L2 norm, [0,1] pixels)",
+               ylabel=V_LABEL)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return [_save(fig, out, "vulnerability_vs_eps", "Vulnerability vs attack budget (main task attacked alone)",
+                  "Each line is a model; L-inf and L2 attacks in separate panels.")]
+
+
+def vulnerability_vs_steps(frames: Frames, f: Filters, out: Path) -> list[Figure]:
+    """The paper's Figs 14-17 (part): vulnerability against the number of attack steps."""
+    import matplotlib.pyplot as plt
+
+    lines, attack, eps = _sweep(frames, f, "steps")
+    lines = {k: v for k, v in lines.items() if len(v) > 1}
+    if not lines:
+        return []
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for (_, name), points in sorted(lines.items()):
+        xs = sorted(points)
+        ax.plot(xs, [sum(points[x]) / len(points[x]) for x in xs], marker="o", label=name)
+    ax.set(xlabel="attack steps", ylabel=V_LABEL)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return [_save(fig, out, "vulnerability_vs_steps", f"Vulnerability vs steps, {attack} eps={fraction(eps)}",
+                  "Each line is a model; the main task is attacked alone.")]
+
+
+def transfer_heatmaps(frames: Frames, f: Filters, out: Path) -> list[Figure]:
+    """Cross-task transfer: the vulnerability of each measured task (column) when one task (row) is
+    attacked alone, per multi-task model."""
+    import matplotlib.pyplot as plt
+
+    models, attacks, attack, eps = _chosen(frames, f)
+    vuln = metric_values(frames, "vulnerability", f.metric)
+    grids: dict[str, dict[tuple[str, str], float]] = defaultdict(dict)
+    for r in attacks:
+        m = models[r["model"]]
+        if len(m["codes"]) < 2 or r["attack"] != attack or r["eps"] != eps or len(r["targets"]) != 1:
+            continue
+        for name, code in zip(m["names"], m["codes"]):
+            v = vuln.get((r["id"], name))
+            if v is not None:
+                grids[r["model"]][(r["targets"], code)] = v
+    figures = []
+    for model_id, grid in list(grids.items())[:MAX_FIGURES_PER_KIND]:
+        codes = models[model_id]["codes"]
+        rows = [c for c in codes if any(k[0] == c for k in grid)]
+        data = [[grid.get((a, b), float("nan")) for b in codes] for a in rows]
+        fig, ax = plt.subplots(figsize=(1.2 * len(codes) + 2.5, 1.0 * len(rows) + 1.8))
+        image = ax.imshow(data, cmap="magma_r")
+        for i, row in enumerate(data):
+            for j, v in enumerate(row):
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="grey", fontsize=9)
+        ax.set_xticks(range(len(codes)), codes)
+        ax.set_yticks(range(len(rows)), rows)
+        ax.set(xlabel="measured task", ylabel="attacked task")
+        fig.colorbar(image, ax=ax, label="relative vulnerability")
+        figures.append(_save(fig, out, f"transfer_{models[model_id]['name']}_{attack}_{fraction(eps)}",
+                             f"{models[model_id]['name']}: cross-task transfer, {attack} eps={fraction(eps)}",
+                             "Row: the task attacked alone; column: the task whose error is measured."))
+    return figures
+
+
+def clean_vs_robust(frames: Frames, f: Filters, out: Path) -> list[Figure]:
+    """Clean error against vulnerability of the main task, one colour per encoder."""
+    import matplotlib.pyplot as plt
+
+    models, attacks, attack, eps = _chosen(frames, f)
+    vuln = metric_values(frames, "vulnerability", f.metric)
+    clean = metric_values(frames, "clean", "error")
+    points: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
+    for r in attacks:
+        m = models[r["model"]]
+        if r["attack"] != attack or r["eps"] != eps or r["targets"] != m["codes"][0]:
+            continue
+        v, c = vuln.get((r["id"], m["main"])), clean.get((m["id"], m["main"]))
+        if v is not None and c is not None:
+            points[(m["encoder"], m["codes"][0])].append((c, v))
+    if not points:
+        return []
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for (encoder, main), pts in sorted(points.items()):
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], label=f"{encoder}, main task {main}")
+    ax.set(xlabel="clean error of the main task (1-mIoU or MSE)", ylabel=V_LABEL)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return [_save(fig, out, "clean_vs_robust", f"Clean error vs vulnerability, {attack} eps={fraction(eps)}",
+                  "One point per model (main task attacked alone).")]

@@ -1,0 +1,159 @@
+"""Reports on a database of known values: rankings, the paper's matrices, formats, plots, HTML."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from mtbench.report import Filters, leaderboard, load_frames, paper
+from mtbench.storage import Store, export_parquet
+from mtbench.storage.fixture import ResultsWriter
+
+S, D, DE = "segment_semantic", "depth_zbuffer", "depth_euclidean"
+
+
+@pytest.fixture
+def known_db(tmp_path) -> Path:
+    """s alone, s+d (two seeds), s+D and d alone, attacked with pgd-linf 8/255 (and a few more)."""
+    out = tmp_path / "results"
+    store = Store(f"sqlite:///{out / 'mtbench.db'}")
+    w = ResultsWriter(store)
+    s = w.add_model({"s": S}, {"s": 0.5}, const_err={"s": 0.6})
+    sd0 = w.add_model({"s": S, "d": D}, {"s": 0.4, "d": 0.01}, seed=0)
+    sd1 = w.add_model({"s": S, "d": D}, {"s": 0.42, "d": 0.011}, seed=1)
+    sD = w.add_model({"s": S, "D": DE}, {"s": 0.45, "D": 0.02}, parameters=15_000_000)
+    d = w.add_model({"d": D}, {"d": 0.01})
+    w.add_attack(s, "s", {S: 0.8}, trace={S: [0.5, 0.7, 0.9]})
+    w.add_attack(sd0, "s", {S: 0.6, D: 0.1})
+    w.add_attack(sd1, "s", {S: 0.7, D: 0.2})
+    w.add_attack(sd0, "d", {S: 0.05, D: 1.5})
+    w.add_attack(sd0, "sd", {S: 0.3, D: 1.2}, trace={S: [0.4, 0.5, 0.52], D: [0.01, 0.02, 0.022]})
+    w.add_attack(sD, "s", {S: 0.9, DE: 0.1}, suspect=True)
+    w.add_attack(d, "d", {D: 2.0})
+    w.add_attack(s, "s", {S: 0.3}, eps=4 / 255)
+    w.add_attack(s, "s", {S: 0.2}, attack="pgd-l2", eps=0.5)
+    w.add_attack(sd0, "sd", {S: 0.5, D: 1.4}, attack="apgd-linf")
+    w.add_attack(sd0, "sd", {S: 0.45, D: 1.3}, objective="relative")
+    w.flush()
+    export_parquet(store, out / "parquet")
+    return out
+
+
+def test_leaderboard_ranks_within_each_main_task(known_db):
+    section = leaderboard.leaderboard(load_frames(str(known_db)), Filters())
+    assert "pgd-linf eps=8/255" in section.title  # the most common attack, its largest eps
+    ranked = [(r["main"], r["rank"], r["model"]) for r in section.rows]
+    assert ranked == [("d", 1, "resnet18/d/uniform"), ("s", 1, "resnet18/sd/uniform"),
+                      ("s", 2, "resnet18/s/uniform"), ("s", 3, "resnet18/sD/uniform")]
+    sd = section.rows[1]
+    assert sd["seeds"] == 2 and sd["v"] == pytest.approx(0.65) and sd["std"] == pytest.approx(0.0707, abs=1e-4)
+    assert sd["clean_err"] == pytest.approx(0.41)
+    assert section.rows[3]["suspect"] is True and section.rows[3]["params_M"] == 15.0
+    by_clean = leaderboard.leaderboard(load_frames(str(known_db)), Filters(sort="clean_err"))
+    assert [r["model"] for r in by_clean.rows if r["main"] == "s"][0] == "resnet18/sd/uniform"
+    multi = leaderboard.leaderboard(load_frames(str(known_db)), Filters(targets="all"))
+    assert {r["model"]: r["v"] for r in multi.rows} == {
+        "resnet18/s/uniform": 0.8, "resnet18/sd/uniform": 0.3, "resnet18/d/uniform": 2.0}
+
+
+def test_filters(known_db):
+    frames = load_frames(str(known_db))
+    l2 = leaderboard.leaderboard(frames, Filters(attack="pgd-l2"))
+    assert [(r["model"], r["v"]) for r in l2.rows] == [("resnet18/s/uniform", 0.2)]
+    low = leaderboard.leaderboard(frames, Filters(attack="pgd-linf", eps=4 / 255))
+    assert [(r["model"], r["v"]) for r in low.rows] == [("resnet18/s/uniform", 0.3)]
+    only_d = leaderboard.model_rows(frames, Filters(task="d"))
+    assert [r["model"] for r in only_d.rows] == ["resnet18/d/uniform", "resnet18/sd/uniform", "resnet18/sd/uniform"]
+    assert leaderboard.attack_rows(frames, Filters(encoder="xception")).rows == []
+
+
+def test_table1_matrix_with_paper_numbers(known_db):
+    sections = paper.table1(load_frames(str(known_db)), Filters())
+    single = next(s for s in sections if "uniform weighting, single" in s.title)
+    assert [r["main"] for r in single.rows] == ["d", "s"]
+    row = single.rows[1]
+    assert row["-"] == "0.8 (paper 0.82)"  # ours, beside the shipped reference for ResNet18
+    assert row["d"].startswith("0.65 (paper 0.86)") and row["D"].startswith("0.9 (paper 0.97)")
+    multi = next(s for s in sections if "uniform weighting, multi" in s.title)
+    assert multi.rows[1]["d"].startswith("0.3 (paper 0.85)")
+
+
+def test_table2_and_per_encoder(known_db):
+    frames = load_frames(str(known_db))
+    (t2,) = paper.table2(frames, Filters())
+    row = next(r for r in t2.rows if r["main"] == "s" and r["aux"] == "d")
+    assert row["pgd"] == 0.3 and row["apgd"].startswith("0.5 (paper") and row["wgd"].startswith("0.45 (paper")
+    (enc,) = paper.per_encoder(frames, Filters())
+    sd = next(r for r in enc.rows if r["tasks"] == "sd")
+    assert sd["v_multi"] == 0.3 and sd["v_single"] in (0.6, 0.7)
+
+
+def test_parquet_mirror_gives_the_same_leaderboard(known_db):
+    a = leaderboard.leaderboard(load_frames(str(known_db)), Filters()).rows
+    b = leaderboard.leaderboard(load_frames(str(known_db / "parquet")), Filters()).rows
+    assert a == b
+
+
+@pytest.mark.parametrize("fmt", ["table", "markdown", "csv", "json"])
+def test_every_format_renders(known_db, fmt):
+    result = run_cli("report", "--out", str(known_db), "--view", "all", "--format", fmt)
+    assert result.returncode == 0, result.stderr
+    assert "resnet18/sd/uniform" in result.stdout
+    if fmt == "json":
+        data = json.loads(result.stdout)
+        assert any(k.startswith("Leaderboard") for k in data) and any(k.startswith("Table 1") for k in data)
+
+
+def test_bad_report_options_exit_2(known_db):
+    for args in (["--metric", "accuracy"], ["--eps", "eight"]):
+        result = run_cli("report", "--out", str(known_db), *args)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    missing = run_cli("report", "--out", str(known_db / "nowhere"))
+    assert missing.returncode == 2 and "nowhere" in missing.stderr
+
+
+class _Collector(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags: list[str] = []
+        self.images: list[str] = []
+        self.stack: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        if tag == "img":
+            self.images.append(dict(attrs)["src"])
+        if tag not in ("img", "meta", "br"):
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        assert self.stack and self.stack[-1] == tag, f"</{tag}> closes <{self.stack[-1] if self.stack else None}>"
+        self.stack.pop()
+
+
+def test_plots_and_self_contained_html(known_db, tmp_path):
+    plots = tmp_path / "plots"
+    result = run_cli("report", "--out", str(known_db), "--view", "all", "--format", "html", "--plots", str(plots))
+    assert result.returncode == 0, result.stderr
+    names = {p.name for p in plots.iterdir()}
+    for stem in ("steps_resnet18_sd_uniform_pgd-linf_8_255", "transfer_resnet18_sd_uniform_pgd-linf_8_255",
+                 "vulnerability_vs_tasks", "vulnerability_vs_eps", "clean_vs_robust"):
+        assert {f"{stem}.png", f"{stem}.svg"} <= names
+    page = (known_db / "report.html").read_text()
+    parser = _Collector()
+    parser.feed(page)
+    assert not parser.stack, f"unclosed tags {parser.stack}"
+    assert parser.tags.count("table") >= 4 and len(parser.images) >= 5
+    assert all(src.startswith("data:image/png;base64,") for src in parser.images)  # nothing external
+    assert "Table 1" in page and "(paper 0.82)" in page
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser:  # render it in a real headless browser when one is installed
+        dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
+                              (known_db / "report.html").as_uri()], capture_output=True, text=True, timeout=120)
+        assert "resnet18/sd/uniform" in dom.stdout and dom.stdout.count("<img") >= 5
