@@ -83,7 +83,10 @@ def error_along_steps(frames: Frames, f: Filters, out: Path) -> list[Figure]:
                 ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", label=f"attacking {targets}")
             ax.set(title=task, xlabel="PGD step", ylabel="error (1-mIoU or MSE)")
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=8)
+            else:
+                ax.text(0.5, 0.5, "no trace stored", ha="center", va="center", transform=ax.transAxes)
         figures.append(_save(fig, out, f"steps_{model['name']}_{attack}_{fraction(eps)}",
                              f"{model['name']}: error along {attack} eps={fraction(eps)}",
                              "Error of each task (panel) at every attack step, for each attacked task set (line). "
@@ -205,9 +208,11 @@ def transfer_heatmaps(frames: Frames, f: Filters, out: Path) -> list[Figure]:
         data = [[grid.get((a, b), float("nan")) for b in codes] for a in rows]
         fig, ax = plt.subplots(figsize=(1.2 * len(codes) + 2.5, 1.0 * len(rows) + 1.8))
         image = ax.imshow(data, cmap="magma_r")
+        middle = sum(image.get_clim()) / 2
         for i, row in enumerate(data):
             for j, v in enumerate(row):
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="grey", fontsize=9)
+                ax.text(j, i, f"{v:.3g}", ha="center", va="center", fontsize=9,
+                        color="white" if v > middle else "black")
         ax.set_xticks(range(len(codes)), codes)
         ax.set_yticks(range(len(rows)), rows)
         ax.set(xlabel="measured task", ylabel="attacked task")
