@@ -2,7 +2,9 @@
 
 ``tiny_encoder_spec()`` is a two-layer encoder small enough for unit tests; ``tiny_model`` builds
 a multi-task model on it; ``fake_batch`` makes a random batch with targets and masks shaped for
-any task set; ``check_task`` verifies a task spec's contract on such a batch.
+any task set; ``attack_request`` wraps them for an attack. The contract checks
+``check_task``, ``check_attack`` and ``check_encoder`` raise ``AssertionError`` with a message
+saying what a plugin got wrong. ``mtbench.pytest_plugin`` offers the same as pytest fixtures.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from torch import nn
 
 from mtbench.models import MultiTaskModel
 from mtbench.plugins import Plugins, get_plugins
-from mtbench.specs import EncoderSpec, TaskSpec
+from mtbench.specs import AttackRequest, AttackSpec, EncoderSpec, TaskSpec
 
 
 class TinyEncoder(nn.Sequential):
@@ -69,18 +71,101 @@ def fake_batch(tasks: Sequence[str], size: int = 16, batch: int = 2, plugins: Pl
 
 
 def check_task(spec: TaskSpec, batch: int = 2, size: int = 16) -> None:
-    """Assert a task spec's contract: loss and metrics per sample (B,) and finite, the error metric
-    among the metrics, and a zero loss for a perfect regression prediction."""
+    """Assert a task spec's contract: loss and metrics per sample (B,), floating point and finite,
+    the error metric among the metrics, a perfect prediction scoring zero loss (regression) and
+    every metric at least as good as for a random prediction, in its declared direction."""
     g = torch.Generator().manual_seed(0)
     target, mask = fake_targets(spec, batch, size, g)
     pred = torch.randn(batch, spec.channels, size, size, generator=g)
     loss = spec.loss(pred, target, mask)
     assert loss.shape == (batch,), f"{spec.name}: loss must be per sample (B,), got {tuple(loss.shape)}"
+    assert loss.dtype.is_floating_point, f"{spec.name}: loss must be floating point, got {loss.dtype}"
     assert torch.isfinite(loss).all(), f"{spec.name}: loss is not finite"
+    pred.requires_grad_(True)
+    spec.loss(pred, target, mask).sum().backward()
+    assert pred.grad is not None and torch.isfinite(pred.grad).all(), f"{spec.name}: loss has no finite gradient"
+    perfect = _perfect_prediction(spec, target)
     for m in spec.metrics:
-        v = m.fn(pred, target, mask)
+        v = m.fn(pred.detach(), target, mask)
         assert v.shape == (batch,), f"{spec.name}.{m.name}: metric must be per sample (B,), got {tuple(v.shape)}"
         assert torch.isfinite(v).all(), f"{spec.name}.{m.name}: metric is not finite"
+        best = m.fn(perfect, target, mask)
+        better = best >= v - 1e-6 if m.higher_is_better else best <= v + 1e-6
+        assert better.all(), (f"{spec.name}.{m.name}: a perfect prediction scores worse than a random one; "
+                              f"is higher_is_better={m.higher_is_better} right?")
     assert spec.error_metric in {m.name for m in spec.metrics}, f"{spec.name}: error_metric is not a metric"
     if not spec.classification:
         assert torch.allclose(spec.loss(target, target, mask), torch.zeros(batch)), f"{spec.name}: perfect != 0"
+
+
+def _perfect_prediction(spec: TaskSpec, target: torch.Tensor) -> torch.Tensor:
+    if spec.classification:
+        return torch.nn.functional.one_hot(target[:, 0].long(), spec.channels).permute(0, 3, 1, 2).float() * 20
+    return target.clone()
+
+
+def attack_request(model: MultiTaskModel, batch, attacked: Sequence[str], eps: float = 8 / 255, steps: int = 3,
+                   step_size: float | None = None, seed: int = 0, objective: str = "sum",
+                   plugins: Plugins | None = None, **options) -> AttackRequest:
+    """An :class:`AttackRequest` as the evaluator builds it, for a model and a ``fake_batch``."""
+    plugins = plugins or get_plugins()
+    images, targets, masks = batch
+    tasks = {t: plugins.tasks.get(t) for t in model.tasks}
+    make = plugins.objectives.get(objective).make
+    return AttackRequest(model=model.eval(), images=images, targets=targets, masks=masks, tasks=tasks,
+                         attacked=tuple(attacked), objective=make(tuple(attacked), None), eps=eps, steps=steps,
+                         step_size=step_size if step_size is not None else eps / 4,
+                         generator=torch.Generator().manual_seed(seed), **options)
+
+
+def check_attack(spec: AttackSpec, tasks: Sequence[str] = ("segment_semantic", "depth_zbuffer"),
+                 eps: float | None = None, steps: int = 3, plugins: Plugins | None = None) -> None:
+    """Assert an attack's contract on a tiny model: same shape and dtype, inside the eps-ball of its
+    norm and the [0, 1] box, eps = 0 gives the clean images, the same seed gives the same result,
+    the objective does not go down on average, and the model's parameters are untouched."""
+    plugins = plugins or get_plugins()
+    eps = eps if eps is not None else (8 / 255 if spec.norm == "linf" else 0.5)
+    model = tiny_model(list(tasks), plugins)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    batch = fake_batch(list(tasks), size=16, batch=3, plugins=plugins)
+    images = batch[0]
+    attacked = tuple(tasks)
+    request = attack_request(model, batch, attacked, eps=eps, steps=steps, plugins=plugins)
+    adv = spec.run(request).adversarial
+    name = spec.name
+    assert adv.shape == images.shape and adv.dtype == images.dtype, (
+        f"{name}: adversarial batch is {tuple(adv.shape)} {adv.dtype}, expected {tuple(images.shape)} {images.dtype}")
+    delta = (adv - images).flatten(1)
+    size = delta.abs().amax(1) if spec.norm == "linf" else delta.norm(dim=1)
+    assert (size <= eps * (1 + 1e-5) + 1e-6).all(), f"{name}: perturbation {size.max():.4g} exceeds eps {eps:.4g}"
+    assert adv.min() >= 0 and adv.max() <= 1, f"{name}: adversarial images leave the [0, 1] box"
+    again = spec.run(attack_request(model, batch, attacked, eps=eps, steps=steps, plugins=plugins)).adversarial
+    assert torch.equal(adv, again), f"{name}: the same seed gave different adversarial images"
+    zero = spec.run(attack_request(model, batch, attacked, eps=0.0, steps=steps, plugins=plugins)).adversarial
+    assert torch.allclose(zero, images, atol=1e-7), f"{name}: eps = 0 changed the images"
+    with torch.no_grad():
+        losses = {t: request.tasks[t].loss(o, batch[1][t], batch[2][t]) for t, o in model(images).items()}
+        adv_losses = {t: request.tasks[t].loss(o, batch[1][t], batch[2][t]) for t, o in model(adv).items()}
+    assert request.objective(adv_losses).mean() >= request.objective(losses).mean() - 1e-6, (
+        f"{name}: the attacked objective went down")
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), f"{name}: the attack changed the model's {k}"
+
+
+def check_encoder(spec: EncoderSpec, size: int | None = None, channels: int = 3) -> None:
+    """Assert an encoder's contract: a (B, out_channels, size/stride, size/stride) feature map, a
+    decoder back to (B, channels, size, size), and deterministic outputs in eval mode."""
+    size = size or spec.stride * 2
+    torch.manual_seed(0)
+    encoder, decoder = spec.build().eval(), spec.build_decoder(channels).eval()
+    x = torch.rand(2, 3, size, size)
+    with torch.no_grad():
+        features = encoder(x)
+        expected = (2, spec.out_channels, size // spec.stride, size // spec.stride)
+        assert tuple(features.shape) == expected, (
+            f"{spec.name}: features are {tuple(features.shape)}, expected {expected} (out_channels, stride)")
+        out = MultiTaskModel(encoder, {"t": decoder}, spec.stride)(x)["t"]
+        assert tuple(out.shape) == (2, channels, size, size), (
+            f"{spec.name}: its decoder gives {tuple(out.shape)}, expected {(2, channels, size, size)}")
+        assert torch.equal(out, MultiTaskModel(encoder, {"t": decoder}, spec.stride)(x)["t"]), (
+            f"{spec.name}: outputs differ between two calls in eval mode")
