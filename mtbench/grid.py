@@ -40,57 +40,69 @@ class Section(BaseModel):
 
 
 class RunSection(Section):
-    name: str = "grid"
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    name: str = Field("grid", description="a label for the run, stored with it")
+    seed: int = Field(0, description="seed of training and attack trials (see train.seeds for several)")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present, else CPU")
 
 
 class DataSection(Section):
-    dataset: str = "synthetic"
-    root: str | None = None
-    image_size: int = Field(64, gt=0)
-    train_samples: int = Field(64, gt=0)
-    val_samples: int = Field(0, ge=0)
-    test_samples: int = Field(32, gt=0)
-    split_file: str | None = None
-    train_buildings: list[str] | None = None
-    val_buildings: list[str] | None = None
-    test_buildings: list[str] | None = None
-    synth_size: int | None = Field(None, gt=0)
+    dataset: str = Field("synthetic", description="a dataset plugin: synthetic (generated on first use) or taskonomy")
+    root: str | None = Field(None, description="taskonomy: the folder in the official layout; synthetic: where to "
+                                               "generate (default <out>/data/...)")
+    image_size: int = Field(64, gt=0, description="images and labels are resized to this square size (pixels)")
+    train_samples: int = Field(64, gt=0, description="training samples used")
+    val_samples: int = Field(0, ge=0, description="validation samples (0: validate on the test split)")
+    test_samples: int = Field(32, gt=0, description="test samples: clean metrics and attacks")
+    split_file: str | None = Field(None, description="taskonomy: CSV of building,split (train/val/test)")
+    train_buildings: list[str] | None = Field(None, description="taskonomy: buildings of the training split")
+    val_buildings: list[str] | None = Field(None, description="taskonomy: buildings of the validation split")
+    test_buildings: list[str] | None = Field(None, description="taskonomy: buildings of the test split")
+    synth_size: int | None = Field(None, gt=0, description="synthetic: render at this size (default image_size)")
 
 
 Weighting = Literal["uniform", "sum", "optimal"] | dict[str, Annotated[float, Field(ge=0)]]
 
 
 class TrainSection(Section):
-    encoders: list[str] = Field(min_length=1)
-    task_sets: list[str | list[str]] = Field(min_length=1)
-    weighting: list[Weighting] = Field(default_factory=lambda: ["uniform"], min_length=1)
+    encoders: list[str] = Field(min_length=1, description="encoder plugins, e.g. [\"resnet18\", \"xception\"]")
+    task_sets: list[str | list[str]] = Field(min_length=1, description="each a model: codes (\"sd\") or names "
+                                                                      "([\"segment_semantic\", \"depth_zbuffer\"]); "
+                                                                      "the first task is the main task")
+    weighting: list[Weighting] = Field(default_factory=lambda: ["uniform"], min_length=1,
+                                       description="uniform (mean of the losses), sum, optimal (main 1, "
+                                                   "auxiliaries aux_weight) or explicit {s = 1, d = 0.5}")
     aux_weight: float = Field(0.1, gt=0, description="auxiliary weight of 'optimal' (the paper: 0.01 or 0.1)")
-    epochs: int = Field(2, ge=1)
-    batch_size: int = Field(16, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    optimizer: Literal["adam", "sgd"] = "adam"
-    lr_milestones: list[Annotated[float, Field(gt=0, lt=1)]] = Field(default_factory=lambda: [0.8, 0.93])
-    seeds: list[int] | None = None
-    amp: bool = False
-    channels_last: bool = False
-    loss_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    epochs: int = Field(2, ge=1, description="training epochs")
+    batch_size: int = Field(16, ge=1, description="training batch size")
+    lr: float = Field(1e-3, gt=0, description="initial learning rate")
+    optimizer: Literal["adam", "sgd"] = Field("adam", description="adam (the code) or sgd (the paper: momentum "
+                                                                  "0.9, weight decay 1e-4)")
+    lr_milestones: list[Annotated[float, Field(gt=0, lt=1)]] = Field(
+        default_factory=lambda: [0.8, 0.93], description="fractions of the epochs where the lr drops x0.1")
+    seeds: list[int] | None = Field(None, description="train every model once per seed (default: run.seed)")
+    amp: bool = Field(False, description="mixed precision on CUDA")
+    channels_last: bool = Field(False, description="channels-last memory layout for training")
+    loss_options: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per task, keyword "
+                                                    "arguments of its loss: {s = {class_weights = \"paper\"}}")
 
 
 class AttackSection(Section):
-    name: str
-    eps: list[Eps] = Field(min_length=1)
-    steps: list[Annotated[int, Field(ge=1)]] | Annotated[int, Field(ge=1)] = 10
+    name: str = Field(description="an attack plugin: pgd-linf, pgd-l2, fgsm, ...")
+    eps: list[Eps] = Field(min_length=1, description="budgets in [0, 1] pixel units: numbers or \"8/255\"")
+    steps: list[Annotated[int, Field(ge=1)]] | Annotated[int, Field(ge=1)] = Field(
+        10, description="attack steps (a list runs each)")
     step_size: Number | None = Field(None, description="default eps/4, the paper's 2/255 at 8/255")
-    targets: Literal["each", "all"] | list[list[str]] = "each"
-    objective: str = "sum"
-    weights: dict[str, float] | None = None
-    random_start: bool = False
-    restarts: int = Field(1, ge=1)
-    paper_compat: bool = False
-    batch_size: int | None = Field(None, ge=1)
-    trace: bool = True
+    targets: Literal["each", "all"] | list[list[str]] = Field(
+        "each", description="each: every task of the model alone; all: all together; or explicit sets "
+                            "[[\"s\"], [\"s\", \"d\"]]")
+    objective: str = Field("sum", description="an objective plugin: how attacked losses combine (sum, mean, "
+                                              "single, weighted, ...)")
+    weights: dict[str, float] | None = Field(None, description="task weights of the weighted objective")
+    random_start: bool = Field(False, description="start uniformly inside the eps-ball")
+    restarts: int = Field(1, ge=1, description="runs per sample, keeping the worst by the objective")
+    paper_compat: bool = Field(False, description="reproduce the original code (start at x+eps, batch-wide L2)")
+    batch_size: int | None = Field(None, ge=1, description="attack batch size (default train.batch_size)")
+    trace: bool = Field(True, description="store every task's loss and error at every step")
 
 
 class GridModel(Section):

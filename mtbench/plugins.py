@@ -171,7 +171,9 @@ def _register(pm: pluggy.PluginManager, plugin: object, name: str, dist: str) ->
         pm.check_pending()  # a hookimpl whose name matches no hook (a typo) fails here
     except pluggy.PluginValidationError as exc:
         pm.unregister(name=name)
-        raise PluginError(f"the mtbench plugin {name!r} from {dist!r} is invalid: {exc}") from exc
+        hooks = ", ".join(n for n in dir(hookspecs) if n.startswith("mtbench_"))
+        raise PluginError(f"the mtbench plugin {name!r} from {dist!r} is invalid: {exc}. "
+                          f"Hook implementations must be named one of: {hooks}") from exc
 
 
 def _collect(pm: pluggy.PluginManager, providers: dict[str, str], kind: str) -> list[Entry[Any]]:
@@ -182,7 +184,9 @@ def _collect(pm: pluggy.PluginManager, providers: dict[str, str], kind: str) -> 
         try:
             specs = impl.function()
         except Exception as exc:
-            raise PluginError(f"{hook_name} of {provider!r} raised {type(exc).__name__}: {exc}") from exc
+            hint = (f"; the fields of mtbench.{spec_type.__name__} are listed in docs/hooks.md"
+                    if isinstance(exc, TypeError) else "")
+            raise PluginError(f"{hook_name} of {provider!r} raised {type(exc).__name__}: {exc}{hint}") from exc
         for spec in specs or ():
             if not isinstance(spec, spec_type):
                 raise PluginError(

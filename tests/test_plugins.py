@@ -108,7 +108,15 @@ def test_import_failure_names_distribution(site):
 def test_typo_in_hook_name_is_reported(site):
     source = "from mtbench import hookimpl\n\n@hookimpl\ndef mtbench_register_attack():\n    return []\n"
     _fake_distribution(site, "mtbench_typo", {"typo": "thirdparty_typo"}, {"thirdparty_typo": source})
-    with pytest.raises(PluginError, match="mtbench_typo 1.0.*invalid.*mtbench_register_attack"):
+    with pytest.raises(PluginError, match="mtbench_typo 1.0.*invalid.*mtbench_register_attack.*must be named one of"):
+        load_plugins()
+
+
+def test_spec_missing_a_field_is_reported(site):
+    source = ("from mtbench import AttackSpec, hookimpl\n\n@hookimpl\ndef mtbench_register_attacks():\n"
+              "    return [AttackSpec(name='half', norm='linf')]\n")
+    _fake_distribution(site, "mtbench_half", {"half": "thirdparty_half"}, {"thirdparty_half": source})
+    with pytest.raises(PluginError, match="mtbench_half 1.0.*TypeError.*'run'.*docs/hooks.md"):
         load_plugins()
 
 
