@@ -45,6 +45,7 @@ class View(str, Enum):
     models = "models"
     attacks = "attacks"
     paper = "paper"
+    advice = "advice"
     all = "all"
 
 
@@ -133,7 +134,8 @@ def report(
     out: OutOpt = Path("results"),
     db: DbOpt = None,
     view: Annotated[Optional[list[View]], typer.Option(
-        help="what to show (repeatable): leaderboard, models, attacks, paper (Tables 1, 2, per encoder), all "
+        help="what to show (repeatable): leaderboard, models, attacks, paper (Tables 1, 2, per encoder), "
+             "advice (the advisor's rankings), all "
              "[default: leaderboard + models]")] = None,
     encoder: Annotated[Optional[str], typer.Option(help="only this encoder")] = None,
     task: Annotated[Optional[str], typer.Option(help="only models with this task (name or code)")] = None,
@@ -152,6 +154,8 @@ def report(
                                                    "(html: default <out>/report.html)")] = None,
     plots: Annotated[Optional[Path], typer.Option(help="also draw the paper's figures (PNG + SVG) here")] = None,
     limit: Annotated[int, typer.Option(help="at most this many rows per table (0: all)")] = 50,
+    transfer: Annotated[bool, typer.Option("--transfer", help="report transfer attacks (crafted on another model) "
+                                           "instead of attacks on the model itself")] = False,
 ) -> None:
     """Leaderboards, the paper's tables and figures, straight from the database (torch is not imported)."""
     from mtbench.grid import _number
@@ -165,7 +169,7 @@ def report(
         float(eps_value if eps_value is not None else 0)
     except (TypeError, ValueError):
         raise MtbenchError(f"--eps: expected a number or a fraction like 8/255, got {eps!r}") from None
-    f = Filters(encoder=encoder, task=task, attack=attack, eps=eps_value, steps=steps, objective=objective, targets=targets,
+    f = Filters(encoder=encoder, task=task, attack=attack, eps=eps_value, steps=steps, objective=objective, transfer=transfer, targets=targets,
                 metric=metric, sort=sort)
     views = set(view or [View.leaderboard, View.models])
     if View.all in views:
@@ -179,7 +183,12 @@ def report(
     if View.attacks in views:
         sections.append(leaderboard.attack_rows(frames, f))
     if View.paper in views:
-        sections += paper.table1(frames, f) + paper.per_encoder(frames, f) + paper.table2(frames, f)
+        sections += paper.table1(frames, f) + paper.per_encoder(frames, f) + paper.table2(frames, f) \
+            + ([] if transfer else paper.transfer(frames, f))
+    if View.advice in views:
+        from mtbench.report.advice import advice_sections
+
+        sections += advice_sections(frames)
 
     for section in sections:
         if limit and len(section.rows) > limit:
@@ -219,6 +228,46 @@ def _write_text(path: Path, text: str) -> None:
         tmp.replace(path)
     except OSError as exc:
         raise MtbenchError(f"{path}: cannot write the report ({exc.strerror})") from None
+
+
+@app.command()
+def advise(
+    main: Annotated[str, typer.Option(help="the main task (code or name)")],
+    candidates: Annotated[str, typer.Option(help="auxiliary task codes to rank, e.g. dDnE")],
+    encoder: Annotated[str, typer.Option(help="the encoder you will finally train")] = "resnet50",
+    proxy: Annotated[str, typer.Option(help="surrogate | early-stop | clean")] = "surrogate",
+    surrogate: Annotated[str, typer.Option(help="the small encoder of the surrogate proxy")] = "resnet18",
+    budget: Annotated[float, typer.Option(help="early-stop: fraction of the epochs to train")] = 0.25,
+    base: Annotated[Optional[Path], typer.Option(help="grid whose [data], [train] (epochs, batch, seeds...) and "
+                                                      "first [[attack]] the advisor uses")] = None,
+    validate: Annotated[bool, typer.Option("--validate", help="also run the full-budget trials of the best and "
+                                           "worst candidates and report the rank correlation")] = False,
+    validate_k: Annotated[int, typer.Option(help="how many best and worst candidates --validate runs")] = 2,
+    out: OutOpt = Path("results"),
+    db: DbOpt = None,
+) -> None:
+    """Rank auxiliary tasks by how robust they make the main task, with a cheap proxy (reuses trials already run)."""
+    from mtbench.advise import AdviceRequest, advise as run_advice, base_settings
+    from mtbench.plugins import get_plugins
+    from mtbench.report.advice import advice_sections
+    from mtbench.report.frames import load_frames
+    from mtbench.report.render import render
+
+    plugins = get_plugins()
+    code = lambda t: plugins.tasks.get(plugins.tasks.resolve(t)).code  # noqa: E731
+    main_code = code(main)
+    wanted = [code(c) for c in (candidates.split(",") if "," in candidates else list(candidates))]
+    if main_code in wanted:
+        raise MtbenchError(f"--candidates: the main task {main_code!r} cannot be its own auxiliary task")
+    if not 0 < budget <= 1:
+        raise MtbenchError(f"--budget: expected a fraction in (0, 1], got {budget}")
+    for name in {encoder, surrogate}:
+        plugins.encoders.get(name)
+    request = AdviceRequest(main_code, wanted, encoder, proxy, surrogate, budget, validate, validate_k)
+    store = _store(out, db)
+    advice = run_advice(request, base_settings(base, plugins), store, out, plugins, err_console)
+    render(advice_sections(load_frames(store.url), only=[advice["trial"]]), "table", console)
+    console.print(f"advice stored as trial {advice['trial']}; `mtbench report --view advice` shows every advice")
 
 
 @app.command()

@@ -47,6 +47,13 @@ def prepare_for_attack(model: nn.Module, images: torch.Tensor | None = None):
     return fast, None if images is None else images.contiguous(memory_format=torch.channels_last)
 
 
+def _load_model(ctx: TrialContext, train_trial: str, device: torch.device) -> nn.Module:
+    row = ctx.store.model(train_trial)
+    if row is None:
+        raise MtbenchError(f"the model of training trial {train_trial} is not in the database; run its grid")
+    return load_checkpoint(row["checkpoint"], row["sha256"], ctx.plugins, device).eval()
+
+
 def perturbation_norms(delta: torch.Tensor, norm: str) -> torch.Tensor:
     flat = delta.flatten(1)
     return flat.abs().amax(1) if norm == "linf" else flat.norm(dim=1)
@@ -54,17 +61,17 @@ def perturbation_norms(delta: torch.Tensor, norm: str) -> torch.Tensor:
 
 def run_attack(config: dict[str, Any], trial_id: str, ctx: TrialContext) -> TrialResult:
     device = ctx.device
-    model_row = ctx.store.model(config["model"])
-    if model_row is None:
-        raise MtbenchError(f"the model of training trial {config['model']} is not in the database; run its grid")
-    model = load_checkpoint(model_row["checkpoint"], model_row["sha256"], ctx.plugins, device).eval()
-    attack_model, _ = prepare_for_attack(model)  # once, not per batch
+    model = _load_model(ctx, config["model"], device)
+    source = _load_model(ctx, config["source_model"], device) if config.get("source_model") else model
+    attack_model, _ = prepare_for_attack(source)  # once, not per batch; a surrogate for transfer attacks
     tasks = {t: ctx.plugins.tasks.get(t) for t in model.tasks}
+    source_tasks = {t: ctx.plugins.tasks.get(t) for t in source.tasks}
     attacked = tuple(config["targets"])
     attack = ctx.plugins.attacks.get(config["attack"])
     objective = ctx.plugins.objectives.get(config["objective"]).make(attacked, config.get("weights"))
     data = config["data"]
-    loader = DataLoader(ctx.open_split(data, "test", tasks, data["test_samples"]), batch_size=config["batch_size"])
+    loader = DataLoader(ctx.open_split(data, "test", {**tasks, **source_tasks}, data["test_samples"]),
+                        batch_size=config["batch_size"])
     generator = torch.Generator().manual_seed(config["seed"])
 
     clean_all: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
@@ -73,21 +80,30 @@ def run_attack(config: dict[str, Any], trial_id: str, ctx: TrialContext) -> Tria
     checks = {"in_ball": True, "in_box": True, "finite": True, "objective_not_lower": True, "eval_mode": True,
               "eps0_is_clean": True, "max_norm": 0.0, "objective_lower_samples": 0}
     n = 0
+    winners: list[torch.Tensor] = []
+    members: list[str] = []
     advance = ctx.progress("batches", len(loader))
     for batch_index, (images, targets, masks) in enumerate(loader):
         images = images.to(device).contiguous(memory_format=torch.channels_last)
         targets = {t: v.to(device) for t, v in targets.items()}
         masks = {t: v.to(device) for t, v in masks.items()}
         request = AttackRequest(
-            model=attack_model, images=images, targets=targets, masks=masks, tasks=tasks, attacked=attacked,
-            objective=objective, eps=config["eps"], steps=config["steps"], step_size=config["step_size"],
-            generator=generator, random_start=config["random_start"], restarts=config["restarts"],
-            paper_compat=config["paper_compat"], trace=config.get("trace", True),
+            model=attack_model, images=images, targets=targets, masks=masks, tasks=source_tasks,
+            attacked=attacked, objective=objective, eps=config["eps"], steps=config["steps"],
+            step_size=config["step_size"], generator=generator, random_start=config["random_start"],
+            restarts=config["restarts"], paper_compat=config["paper_compat"], trace=config.get("trace", True),
+            options=config.get("options", {}),
         )
+        clean = per_sample_values(model, images, targets, masks, tasks)
+        if hasattr(objective, "start"):  # adaptive objectives measure progress from the clean losses
+            start = clean if source is model else per_sample_values(source, images, targets, masks, source_tasks)
+            objective.start({t: d["loss"] for t, d in start.items()})
         result = attack.run(request)
         x_adv = result.adversarial.detach()
         checks["eval_mode"] &= not model.training
-        clean = per_sample_values(model, images, targets, masks, tasks)
+        if "winner" in result.info:
+            winners.append(result.info["winner"].cpu())
+            members = result.info["members"]
         adv = per_sample_values(model, x_adv, targets, masks, tasks)
         for t in tasks:
             for metric in clean[t]:
@@ -105,9 +121,20 @@ def run_attack(config: dict[str, Any], trial_id: str, ctx: TrialContext) -> Tria
         n += images.shape[0]
         advance(1)
 
+    if config.get("source_model"):
+        checks.pop("objective_not_lower")  # a transferred example need not raise the target's loss
+    metrics = _metric_rows(config, tasks, attacked, clean_all, adv_all, trace_sums, n, objective)
+    samples = _sample_rows(tasks, attacked, clean_all, adv_all)
+    if winners:  # an ensemble: which member won, overall and per sample
+        won = torch.cat(winners)
+        metrics += [{"split": "test", "phase": "ensemble", "task": "winner", "attacked": None, "metric": name,
+                     "step": config["steps"], "value": float((won == i).float().mean())}
+                    for i, name in enumerate(members)]
+        samples += [{"sample": i, "task": "ensemble", "attacked": None, "metric": f"winner:{members[w]}",
+                     "clean": None, "adv": float(w)} for i, w in enumerate(won.tolist())]
     return TrialResult(
-        metrics=_metric_rows(config, tasks, attacked, clean_all, adv_all, trace_sums, n, objective),
-        samples=_sample_rows(tasks, attacked, clean_all, adv_all),
+        metrics=metrics,
+        samples=samples,
         checks=checks,
         suspect=not all(v for k, v in checks.items() if isinstance(v, bool)),
     )
@@ -164,6 +191,8 @@ def _metric_rows(config, tasks, attacked, clean_all, adv_all, trace_sums, n, obj
             (sign * (a[valid] - c[valid]) / c[valid]).mean() if valid.any() else float("nan"))
         lc, la = torch.cat(clean_all[t]["loss"]), torch.cat(adv_all[t]["loss"])
         row("vulnerability", t, "delta_loss", steps, (la - lc).abs().mean())
+    if hasattr(objective, "start"):  # progress over the whole split, from its clean losses
+        objective.start({t: torch.cat(clean_all[t]["loss"]) for t in attacked})
     obj_c = objective({t: torch.cat(clean_all[t]["loss"]) for t in tasks})
     obj_a = objective({t: torch.cat(adv_all[t]["loss"]) for t in tasks})
     rows.append({"split": "test", "phase": "vulnerability", "task": "objective", "attacked": True,
@@ -175,11 +204,13 @@ def _metric_rows(config, tasks, attacked, clean_all, adv_all, trace_sums, n, obj
 
 
 def _sample_rows(tasks, attacked, clean_all, adv_all) -> list[dict]:
+    """Per-sample clean and adversarial values of every metric; the error metric also as ``error``."""
     rows = []
-    for t in tasks:
+    for t, spec in tasks.items():
         for metric in clean_all[t]:
             c = torch.cat(clean_all[t][metric]).tolist()
             a = torch.cat(adv_all[t][metric]).tolist()
-            rows.extend({"sample": i, "task": t, "attacked": t in attacked, "metric": metric, "clean": ci, "adv": ai}
-                        for i, (ci, ai) in enumerate(zip(c, a)))
+            names = [metric] + (["error"] if metric == spec.error_metric != "error" else [])
+            rows.extend({"sample": i, "task": t, "attacked": t in attacked, "metric": name, "clean": ci, "adv": ai}
+                        for name in names for i, (ci, ai) in enumerate(zip(c, a)))
     return rows

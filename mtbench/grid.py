@@ -86,6 +86,15 @@ class TrainSection(Section):
                                                     "arguments of its loss: {s = {class_weights = \"paper\"}}")
 
 
+class SourceModel(Section):
+    """Which trained model crafts the adversarial examples of a transfer attack: the target model's
+    settings with these replaced."""
+
+    encoder: str | None = Field(None, description="the surrogate's encoder")
+    tasks: str | list[str] | None = Field(None, description="the surrogate's task set")
+    weighting: Weighting | None = Field(None, description="the surrogate's weighting")
+
+
 class AttackSection(Section):
     name: str = Field(description="an attack plugin: pgd-linf, pgd-l2, fgsm, ...")
     eps: list[Eps] = Field(min_length=1, description="budgets in [0, 1] pixel units: numbers or \"8/255\"")
@@ -103,6 +112,10 @@ class AttackSection(Section):
     paper_compat: bool = Field(False, description="reproduce the original code (start at x+eps, batch-wide L2)")
     batch_size: int | None = Field(None, ge=1, description="attack batch size (default train.batch_size)")
     trace: bool = Field(True, description="store every task's loss and error at every step")
+    options: dict[str, Any] = Field(default_factory=dict, description="attack-specific settings, e.g. "
+                                    "{members = [\"pgd-linf\", \"apgd-linf\"]} for ensemble-linf")
+    source: SourceModel | None = Field(None, description="transfer: craft the examples on this other model of "
+                                       "the grid and evaluate them on each model, e.g. {encoder = \"resnet18\"}")
 
 
 class GridModel(Section):
@@ -330,11 +343,38 @@ def expand(g: GridModel, plugins: Plugins) -> list[Trial]:
                         "seed": model.config["seed"], "data": model.config["data"],
                         "batch_size": a.batch_size or g.train.batch_size, "trace": a.trace,
                     }
+                    if a.options:  # only when set, so trial ids of grids without it do not change
+                        config["options"] = a.options
+                    if a.source is not None:
+                        source = source_model(a.source, model, models, g, plugins)
+                        if source is None or not set(targets) <= set(source.config["tasks"]):
+                            continue  # the model itself, or a target the surrogate cannot attack
+                        config["source_model"] = source.id
                     t = Trial(trial_id(config), "attack", config, parent=model.id)
                     if t.id not in seen:
                         seen.add(t.id)
                         trials.append(t)
     return trials
+
+
+def source_model(source: SourceModel, model: Trial, models: list[Trial], g: GridModel,
+                 plugins: Plugins) -> Trial | None:
+    """The trained model of the grid that crafts a transfer attack on ``model`` (None: itself)."""
+    cfg = model.config
+    tasks = task_set_names(source.tasks, plugins) if source.tasks is not None else cfg["tasks"]
+    weighting = source.weighting if source.weighting is not None else cfg["weighting"]
+    if weighting == "explicit":
+        weighting = cfg["weights"]
+    label, _ = train_weights(weighting, tasks, g.train.aux_weight, plugins)
+    if label == "optimal" and len(tasks) == 1:
+        label = "uniform"
+    wanted = {"encoder": source.encoder or cfg["encoder"], "tasks": tasks, "weighting": label}
+    for m in models:
+        if all(m.config[k] == v for k, v in wanted.items()) and m.config["seed"] == cfg["seed"] \
+                and m.config["epochs"] == cfg["epochs"]:
+            return None if m.id == model.id else m
+    raise ConfigError([("[[attack]] source", f"{source.model_dump(exclude_none=True)}: no model of "
+                        f"[train] has encoder {wanted['encoder']!r}, tasks {tasks} and weighting {label!r}")])
 
 
 def _targets(a: AttackSection, model_tasks: list[str], plugins: Plugins) -> list[list[str]]:

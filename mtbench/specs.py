@@ -113,6 +113,9 @@ class AttackResult:
 
     adversarial: "torch.Tensor"
     trace: list[dict[str, dict[str, "torch.Tensor"]]] = field(default_factory=list)
+    info: Mapping[str, Any] = field(default_factory=dict)
+    """Anything else worth storing; ``info["winner"]`` (per-sample member index) with
+    ``info["members"]`` (their names) is stored as each member's share of samples won."""
 
 
 @dataclass(frozen=True)

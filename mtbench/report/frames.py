@@ -14,11 +14,13 @@ import pyarrow as pa
 from sqlalchemy import select
 
 from mtbench.errors import MtbenchError
-from mtbench.storage.schema import metrics, models, runs
+from mtbench.storage.schema import metrics, models, runs, samples
 from mtbench.storage.trial_info import flatten, trial_info_query
 
 METRIC_COLUMNS = ("trial_id", "task", "step", "value")
+SAMPLE_COLUMNS = ("trial_id", "sample", "task", "metric", "clean", "adv")
 MetricReader = Callable[[str, str, Sequence[str] | None], pa.Table]
+SampleReader = Callable[[Sequence[str], str], pa.Table]
 
 
 @dataclass
@@ -30,6 +32,8 @@ class Frames:
     runs: pa.Table
     read_metrics: MetricReader
     """``read_metrics(phase, metric, trial_ids or None)`` -> table of trial_id, task, step, value."""
+    read_samples: SampleReader
+    """``read_samples(trial_ids, metric)`` -> per-sample clean and adversarial values of every task."""
 
 
 def load_frames(source: str) -> Frames:
@@ -61,9 +65,15 @@ def _from_sql(url: str) -> Frames:
         with engine.connect() as c:
             return _arrow(c, query)
 
+    def read_samples(trial_ids: Sequence[str], metric: str) -> pa.Table:
+        query = select(*(samples.c[c] for c in SAMPLE_COLUMNS)).where(samples.c.trial_id.in_(list(trial_ids)),
+                                                                        samples.c.metric == metric)
+        with engine.connect() as c:
+            return _arrow(c, query)
+
     with engine.connect() as c:
         return Frames(trials=flatten(_arrow(c, trial_info_query())), models=_arrow(c, select(models)),
-                      runs=_arrow(c, select(runs)), read_metrics=read_metrics)
+                      runs=_arrow(c, select(runs)), read_metrics=read_metrics, read_samples=read_samples)
 
 
 def _arrow(connection, query) -> pa.Table:
@@ -95,5 +105,9 @@ def _from_parquet(folder: Path) -> Frames:
         table = read("metrics", filters, list(METRIC_COLUMNS))
         return table if table.num_rows else pa.table({c: [] for c in METRIC_COLUMNS})
 
+    def read_samples(trial_ids: Sequence[str], metric: str) -> pa.Table:
+        table = read("samples", [("trial_id", "in", list(trial_ids)), ("metric", "=", metric)], list(SAMPLE_COLUMNS))
+        return table if table.num_rows else pa.table({c: [] for c in SAMPLE_COLUMNS})
+
     return Frames(trials=flatten(read("trials")), models=read("models"), runs=read("runs"),
-                  read_metrics=read_metrics)
+                  read_metrics=read_metrics, read_samples=read_samples)

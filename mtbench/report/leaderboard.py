@@ -30,6 +30,7 @@ class Filters:
     eps: float | None = None
     steps: int | None = None
     objective: str | None = None  # None: the most common objective of the chosen attacks
+    transfer: bool = False  # False: attacks crafted on the model itself; True: only transfer attacks
     targets: str = "main"  # "main" (the model's first task alone), "all", or task codes like "sd"
     metric: str = "rel_vuln_ratio_of_means"
     sort: str | None = None
@@ -78,20 +79,24 @@ def model_name(r: dict) -> str:
     return f"{r.get('encoder')}/{r.get('codes')}/{r.get('weighting')}"
 
 
-def attack_info(frames: Frames, models: dict[str, dict], f: Filters) -> list[dict[str, Any]]:
-    """Done attack trials on the selected models, narrowed by attack, eps and steps (in Arrow first)."""
+def attack_table(frames: Frames, models: dict[str, dict], f: Filters) -> pa.Table:
+    """Done attack trials on the selected models, narrowed by attack, eps, steps and transfer, in Arrow."""
     t = done(frames, "attack", attack=f.attack, eps=f.eps, steps=f.steps)
     if t.num_rows:
-        t = t.filter(pc.is_in(t["model"], value_set=pa.array(list(models), pa.string())))
-    return t.to_pylist()
+        t = t.filter(pc.and_(pc.is_in(t["model"], value_set=pa.array(list(models), pa.string())),
+                             pc.is_valid(t["source_model"]) if f.transfer else pc.is_null(t["source_model"])))
+    return t
+
+
+def attack_info(frames: Frames, models: dict[str, dict], f: Filters) -> list[dict[str, Any]]:
+    """The same as dicts."""
+    return attack_table(frames, models, f).to_pylist()
 
 
 def default_attack(frames: Frames, models: dict[str, dict], f: Filters) -> tuple[str | None, float | None]:
     """The attack and eps a leaderboard ranks by: the ones asked for, else the most common attack
     and its largest eps."""
-    t = done(frames, "attack", attack=f.attack, steps=f.steps)
-    if t.num_rows:
-        t = t.filter(pc.is_in(t["model"], value_set=pa.array(list(models), pa.string())))
+    t = attack_table(frames, models, Filters(attack=f.attack, steps=f.steps, transfer=f.transfer))
     if t.num_rows == 0:
         return f.attack, f.eps
     attack = f.attack or max(pc.value_counts(t["attack"]).to_pylist(), key=lambda c: c["counts"])["values"]
@@ -179,12 +184,16 @@ def model_rows(frames: Frames, f: Filters) -> Section:
 def attack_rows(frames: Frames, f: Filters) -> Section:
     """Every attack trial: the vulnerability of every task of the model (attacked ones starred)."""
     models = model_info(frames, f)
+    all_models = model_info(frames) if f.transfer else models
     vuln = metric_values(frames, "vulnerability", f.metric)
     rows = []
     for r in attack_info(frames, models, f):
         m = models[r["model"]]
         row = {"model": m["name"], "attack": r["attack"], "eps": fraction(r["eps"]), "steps": r["steps"],
                "objective": r["objective"], "targets": r["targets"]}
+        if f.transfer:
+            source = all_models.get(r["source_model"], {})
+            row = {"crafted on": source.get("name", r["source_model"]), **row}
         attacked = []
         for name, code in zip(m["names"], m["codes"]):
             v = vuln.get((r["id"], name))
@@ -195,7 +204,8 @@ def attack_rows(frames: Frames, f: Filters) -> Section:
         row["suspect"] = bool(r["suspect"])
         rows.append(row)
     rows.sort(key=lambda r: (r["attack"], r["eps"], r["v_attacked_mean"] is None, r["v_attacked_mean"] or 0))
-    return Section(f"Attacks: {f.metric} per task v_<code> (* = attacked task; lower is more robust)", rows,
+    kind = "Transfer attacks" if f.transfer else "Attacks"
+    return Section(f"{kind}: {f.metric} per task v_<code> (* = attacked task; lower is more robust)", rows,
                    mark=lambda row, col: col.startswith("v_") and col[2:] in row.get("targets", ""))
 
 

@@ -14,13 +14,11 @@ from functools import cache
 from importlib import resources
 
 from mtbench.report.frames import Frames
-from mtbench.report.leaderboard import Filters, attack_info, fraction, metric_values, model_info
+from mtbench.report.leaderboard import Filters, attack_info, attack_rows, fraction, metric_values, model_info
 from mtbench.report.render import Section
 
 PAPER_EPS = 8 / 255
 PLAIN_OBJECTIVES = {"sum", "mean", "single"}  # the paper's PGD; others (e.g. `relative` = WGD) are adaptive
-# Table 2's columns: our attack (and objective) for the paper's label
-ADAPTIVE = {"apgd": ("apgd-linf", None), "wgd": ("pgd-linf", "relative")}
 
 
 @cache
@@ -92,6 +90,12 @@ def table1(frames: Frames, f: Filters) -> list[Section]:
     return sections
 
 
+def transfer(frames: Frames, f: Filters) -> list[Section]:
+    """Transfer attacks: examples crafted on one model (``crafted on``), measured on another."""
+    section = attack_rows(frames, Filters(**{**f.__dict__, "transfer": True}))
+    return [section] if section.rows else []
+
+
 def per_encoder(frames: Frames, f: Filters) -> list[Section]:
     """Supplementary Tables 2-6: per encoder, each model's clean error and its main task's
     vulnerability under the single- and the multi-task attack."""
@@ -110,34 +114,52 @@ def per_encoder(frames: Frames, f: Filters) -> list[Section]:
 
 
 def table2(frames: Frames, f: Filters) -> list[Section]:
-    """Adaptive attacks (the paper's Table 2): the main task's vulnerability under PGD, Auto-PGD and
-    the weighted multi-task attack WGD, for single- and two-task models."""
+    """Adaptive attacks (the paper's Table 2): the main task's vulnerability under the multi-task
+    attack of every attack and objective in the database (PGD, Auto-PGD, WGD = the `relative`
+    objective, the other objectives, ensembles), for single- and two-task models."""
     eps = f.eps if f.eps is not None else PAPER_EPS
     vuln = metric_values(frames, "vulnerability", f.metric)
-    columns = {"pgd": ("pgd-linf", None), **ADAPTIVE}
+    models = model_info(frames, f)
     cells: dict[tuple, dict[str, float]] = defaultdict(dict)
     encoders = set()
-    for label, (attack, objective) in columns.items():
-        for m, r, threat in _pairs(frames, Filters(**{**f.__dict__, "eps": eps}), attack, objective):
-            if threat != "multi":
-                continue
-            v = vuln.get((r["id"], m["main"]))
-            if v is not None:
-                cells[(m["weighting"], m["codes"][0], m["codes"][1:] or "-")][label] = v
-                encoders.add(m["encoder"])
-    if not any(len(c) > 1 for c in cells.values()):
+    for r in attack_info(frames, models, Filters(eps=eps, steps=f.steps)):
+        m = models[r["model"]]
+        if len(m["codes"]) > 2 or r["targets"] != m["codes"] or r["norm"] != "linf":
+            continue
+        label = column_label(r["attack"], r["objective"])
+        v = vuln.get((r["id"], m["main"]))
+        if v is not None:
+            cells[(m["weighting"], m["codes"][0], m["codes"][1:] or "-")][label] = v
+            encoders.add(m["encoder"])
+    labels = sorted({k for c in cells.values() for k in c}, key=lambda k: (k not in COLUMN_ORDER, COLUMN_ORDER.index(k)
+                                                                            if k in COLUMN_ORDER else 0, k))
+    if len(labels) < 2:
         return []
     compare = abs(eps - PAPER_EPS) < 1e-9 and encoders <= {"resnet18"}
     rows = []
     for (w, main, aux), values in sorted(cells.items()):
         row = {"weighting": w, "main": main, "aux": aux}
-        for label in columns:
+        for label in labels:
             paper = reference().get(("paper-table2", "resnet18", w, label, "unspecified", main,
-                                     "" if aux == "-" else aux)) if compare and label != "pgd" else None
+                                     "" if aux == "-" else aux)) if compare else None
             row[label] = _with_paper(values.get(label), paper)
         rows.append(row)
-    return [Section(f"Table 2: main-task vulnerability under adaptive multi-task attacks, eps={fraction(eps)}",
-                    rows, note="wgd = pgd-linf with the `relative` objective; (paper) = Ghamizi et al. 2022")]
+    return [Section(f"Table 2: main-task vulnerability under adaptive multi-task L-inf attacks, eps={fraction(eps)}",
+                    rows, note="wgd = pgd-linf with the `relative` objective; other columns: attack/objective; "
+                               "(paper) = Ghamizi et al. 2022")]
+
+
+COLUMN_ORDER = ["pgd", "apgd", "wgd"]
+
+
+def column_label(attack: str, objective: str) -> str:
+    """The paper's names where they apply (pgd, apgd, wgd), else ``attack/objective``."""
+    plain = objective in PLAIN_OBJECTIVES
+    if attack == "pgd-linf":
+        return "pgd" if plain else ("wgd" if objective == "relative" else objective)
+    if attack == "apgd-linf" and plain:
+        return "apgd"
+    return attack if plain else f"{attack}/{objective}"
 
 
 def _with_paper(value: float | None, paper: float | None) -> str | float | None:

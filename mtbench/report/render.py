@@ -83,7 +83,8 @@ def _print_tables(sections: list[Section], console) -> None:
         if not s.rows:
             console.print(f"[dim]{s.title}: nothing yet[/dim]")
             continue
-        table = Table(title=s.title, title_justify="left", caption=s.note or None, caption_justify="left")
+        console.print(s.title, style="bold", highlight=False)  # not the table's title: rich wraps that to its width
+        table = Table(caption=s.note or None, caption_justify="left")
         for c in s.columns:
             numeric = any(isinstance(r.get(c), (int, float)) and not isinstance(r.get(c), bool) for r in s.rows)
             table.add_column(c, justify="right" if numeric else "left", no_wrap=c == "model",

@@ -34,7 +34,7 @@ def trial_info_query():
 
 
 def flatten(table: pa.Table) -> pa.Table:
-    """Replace the ``config`` column of a trials table by the ``CONFIG_FIELDS`` columns."""
+    """Add the ``CONFIG_FIELDS`` columns to a trials table (the raw ``config`` stays, last)."""
     keep = [c for c in STATUS_COLUMNS if c in table.column_names]
     out = table.select(keep)
     schema = pa.schema([(key, kind) for key, kind in CONFIG_FIELDS.values()])
@@ -49,4 +49,4 @@ def flatten(table: pa.Table) -> pa.Table:
         if column in LIST_SEPARATORS:
             values = pc.binary_join(values, LIST_SEPARATORS[column])
         out = out.append_column(column, values)
-    return out
+    return out.append_column("config", table["config"]) if "config" in table.column_names else out

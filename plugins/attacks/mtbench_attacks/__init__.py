@@ -1,14 +1,14 @@
-"""Built-in mtbench plugin: PGD (L-inf, L2), FGSM and the basic multi-task objectives."""
+"""Built-in mtbench plugin: PGD (L-inf, L2), FGSM, Auto-PGD, the ensemble, and the objectives."""
 
 from mtbench import hookimpl
 
+from mtbench_attacks import apgd, ensemble, pgd
 from mtbench_attacks.objectives import OBJECTIVES
-from mtbench_attacks.pgd import ATTACKS
 
 
 @hookimpl
 def mtbench_register_attacks():
-    return list(ATTACKS)
+    return [*pgd.ATTACKS, *apgd.ATTACKS, *ensemble.ATTACKS]
 
 
 @hookimpl

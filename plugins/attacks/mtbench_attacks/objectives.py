@@ -1,4 +1,12 @@
-"""Objectives: how the attacked tasks' per-sample losses combine into the scalar PGD ascends."""
+"""Objectives: how the attacked tasks' per-sample losses combine into the scalar an attack ascends.
+
+The plain ones (``single``, ``sum``, ``mean``, ``weighted``) are fixed weighted sums. The adaptive
+ones judge each task by its progress r_i = L_i / L_i(start), so they keep the losses at the start
+of the attack: the evaluator calls ``objective.start(clean_losses)`` once per batch (without it,
+the first call is taken as the start). Where the direction an adaptive objective pushes differs
+from the value worth tracking, the value (what restarts and Auto-PGD compare) and the gradient are
+set separately: ``_value_with_gradient_of``.
+"""
 
 from __future__ import annotations
 
@@ -33,9 +41,98 @@ def make_weighted(attacked, weights=None):
     return _weighted_sum(attacked, {t: float(weights[t]) for t in attacked})
 
 
+def _value_with_gradient_of(value: torch.Tensor, surrogate: torch.Tensor) -> torch.Tensor:
+    """Numerically ``value``; its gradient is the gradient of ``surrogate``."""
+    return value.detach() + surrogate - surrogate.detach()
+
+
+class ProgressObjective:
+    """Base of the adaptive objectives: remembers each attacked task's loss at the start."""
+
+    floor = 1e-8  # a task already at zero loss counts as progressing from this
+
+    def __init__(self, attacked: tuple[str, ...]):
+        self.attacked = attacked
+        self.initial: dict[str, torch.Tensor] | None = None
+
+    def start(self, losses: Mapping[str, torch.Tensor]) -> None:
+        self.initial = {t: losses[t].detach().clamp_min(self.floor) for t in self.attacked}
+
+    def ratios(self, losses: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """r_i = L_i / L_i(start), per sample."""
+        first = losses[self.attacked[0]]
+        if self.initial is None or self.initial[self.attacked[0]].shape != first.shape:
+            self.start(losses)
+        return {t: losses[t] / self.initial[t] for t in self.attacked}
+
+
+class Relative(ProgressObjective):
+    """The paper's WGD as coded: sum over tasks of L_i / L_i(start)."""
+
+    def __call__(self, losses):
+        return sum(self.ratios(losses).values())
+
+
+class GradNorm(ProgressObjective):
+    """GradNorm-style re-weighting by progress. Value: sum of r_i. Gradient: sum of w_i * grad r_i with
+    w (no gradient) proportional to r_i (``towards="progress"``: push the tasks already moving) or to
+    1/r_i (``towards="lagging"``: push the tasks left behind), normalised to sum to the number of tasks.
+    The paper's text allows both readings."""
+
+    def __init__(self, attacked, towards: str):
+        super().__init__(attacked)
+        self.towards = towards
+
+    def __call__(self, losses):
+        r = self.ratios(losses)
+        stacked = torch.stack([r[t] for t in self.attacked])  # (T, B)
+        w = stacked.detach() if self.towards == "progress" else 1.0 / stacked.detach().clamp_min(self.floor)
+        w = w * (len(self.attacked) / w.sum(0, keepdim=True).clamp_min(self.floor))
+        return _value_with_gradient_of(stacked.sum(0), (w * stacked).sum(0))
+
+
+def make_balanced(attacked, weights=None):
+    """Dynamic gradient balancing (Zhang et al. 2023): each task's input gradient divided by its
+    current loss before summing, i.e. the gradient of sum(log L_i). Value: sum of the losses."""
+    def objective(losses):
+        total = sum(losses[t] for t in attacked)
+        balanced = sum(losses[t] / losses[t].detach().clamp_min(ProgressObjective.floor) for t in attacked)
+        return _value_with_gradient_of(total, balanced)
+    return objective
+
+
+class Cyclic:
+    """One attacked task per gradient step, in turn (value: the sum, for tracking). Counts only the
+    calls made with gradients, so traces and checks do not advance the cycle."""
+
+    def __init__(self, attacked: tuple[str, ...]):
+        self.attacked, self.step = attacked, 0
+
+    def start(self, losses) -> None:
+        self.step = 0
+
+    def __call__(self, losses):
+        total = sum(losses[t] for t in self.attacked)
+        if not (torch.is_grad_enabled() and total.requires_grad):
+            return total
+        task = self.attacked[self.step % len(self.attacked)]
+        self.step += 1
+        return _value_with_gradient_of(total, losses[task])
+
+
 OBJECTIVES = (
     ObjectiveSpec("single", make_sum, exact_targets=1, description="the loss of the one attacked task"),
     ObjectiveSpec("sum", make_sum, description="sum of the attacked tasks' losses (the paper's multi-task attack)"),
     ObjectiveSpec("mean", make_mean, description="mean of the attacked tasks' losses"),
     ObjectiveSpec("weighted", make_weighted, description="sum of the attacked tasks' losses times explicit weights"),
+    ObjectiveSpec("relative", lambda attacked, weights=None: Relative(attacked),
+                  description="WGD as in the paper's code: sum of L_i / L_i(start)"),
+    ObjectiveSpec("gradnorm-progress", lambda attacked, weights=None: GradNorm(attacked, "progress"),
+                  description="re-weight tasks by progress r_i = L_i / L_i(start): w_i proportional to r_i"),
+    ObjectiveSpec("gradnorm-lagging", lambda attacked, weights=None: GradNorm(attacked, "lagging"),
+                  description="re-weight tasks by progress r_i = L_i / L_i(start): w_i proportional to 1 / r_i"),
+    ObjectiveSpec("balanced", make_balanced,
+                  description="gradient balancing (Zhang et al. 2023): task gradients divided by their losses"),
+    ObjectiveSpec("cyclic", lambda attacked, weights=None: Cyclic(attacked),
+                  description="one attacked task per step, in turn"),
 )

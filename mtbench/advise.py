@@ -1,0 +1,225 @@
+"""The task-selection advisor: rank auxiliary tasks by how robust they make a main task, cheaply.
+
+The paper's last question: instead of training every (main, auxiliary) pair on the big encoder, can
+a proxy rank the candidates? Three proxies (Ghamizi et al. 2022, Table 3):
+
+- ``surrogate``: the same pairs on a small encoder (default resnet18), full epochs, attacked;
+- ``early-stop``: the target encoder trained for a fraction (``budget``) of the epochs, attacked;
+- ``clean``: the target encoder's clean error of the main task with each auxiliary task.
+
+``advise`` builds the proxy grid from a base grid (its [data], [train] and first [[attack]]), runs
+what is not in the database yet, ranks the candidates with intervals (over seeds when there are
+several, else a bootstrap over test samples), and with ``validate`` also runs the full-budget
+trials of the best and worst candidates and reports Spearman's and Pearson's correlation between
+proxy and full results. The advice is stored as a trial of kind ``advice``; `mtbench report
+--view advice` shows it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mtbench import __version__
+from mtbench.errors import MtbenchError
+from mtbench.grid import Grid, GridModel, expand, load_grid, trial_id
+from mtbench.plugins import Plugins
+from mtbench.report.frames import Frames, load_frames
+from mtbench.report.leaderboard import done, metric_values
+from mtbench.stats import bootstrap_ci, pearson, relative_increase, spearman
+from mtbench.storage import Store
+from mtbench.storage.db import TrialResult
+
+PROXIES = ("surrogate", "early-stop", "clean")
+ALONE = "-"  # the main task trained alone: the reference every auxiliary task is compared with
+DEFAULT_BASE: dict[str, Any] = {
+    "run": {"name": "advise", "seed": 0},
+    "data": {"dataset": "synthetic", "image_size": 64, "train_samples": 256, "test_samples": 32},
+    "train": {"encoders": ["resnet18"], "task_sets": ["s"], "epochs": 10, "batch_size": 16},
+    "attack": [{"name": "pgd-linf", "eps": ["8/255"], "steps": 10}],
+}
+
+
+@dataclass
+class AdviceRequest:
+    main: str  # task code
+    candidates: list[str]  # task codes
+    encoder: str = "resnet50"
+    proxy: str = "surrogate"
+    surrogate: str = "resnet18"
+    budget: float = 0.25  # early-stop: fraction of the epochs
+    validate: bool = False
+    validate_k: int = 2  # validate the k best and k worst candidates
+
+
+@dataclass
+class Evidence:
+    """One candidate's proxy (or full) value: lower is more robust (or a lower clean error)."""
+
+    value: float
+    low: float
+    high: float
+    seeds: int
+    trials: list[str] = field(default_factory=list)
+
+
+def base_settings(path: Path | None, plugins: Plugins) -> GridModel:
+    return load_grid(path, plugins).settings if path else GridModel.model_validate(DEFAULT_BASE)
+
+
+def settings_for(base: GridModel, req: AdviceRequest, encoder: str, epochs: int, auxiliaries: list[str],
+                 attack: bool) -> GridModel:
+    """A grid of the main task alone and with each auxiliary task, on one encoder, attacked on the
+    main task alone (or not attacked, for the clean proxy)."""
+    raw = base.model_dump()
+    raw["run"]["name"] = f"advise-{req.main}-{encoder}-{epochs}ep"
+    raw["train"].update(encoders=[encoder], epochs=epochs, task_sets=[req.main] + [req.main + a for a in auxiliaries])
+    first = (raw.get("attack") or DEFAULT_BASE["attack"])[0]
+    raw["attack"] = [{**first, "targets": [[req.main]], "source": None}] if attack else []
+    return GridModel.model_validate(raw)
+
+
+def run_settings(settings: GridModel, store: Store, out: Path, plugins: Plugins, console) -> None:
+    from mtbench.runner import run_grid
+
+    grid = Grid(Path(f"<{settings.run.name}>"), json.dumps(settings.model_dump(), indent=1), settings,
+                expand(settings, plugins))
+    summary = run_grid(grid, store, out, plugins, console, export=False)
+    if summary.failed:
+        raise MtbenchError(f"{len(summary.failed)} trial(s) of the advisor's grid failed: "
+                           + "; ".join(f"{k}: {v.splitlines()[0]}" for k, v in summary.failed.items()))
+
+
+def evidence(frames: Frames, main: str, auxiliaries: list[str], encoder: str, epochs: int, kind: str,
+             attack: dict[str, Any] | None) -> dict[str, Evidence]:
+    """Per auxiliary task (and ``-`` for the main task alone), the main task's vulnerability under
+    ``attack`` (``kind="vulnerability"``) or its clean error (``kind="clean"``), with an interval."""
+    models = [r for r in done(frames, "train", encoder=encoder, epochs=epochs).to_pylist()
+              if r["codes"] and r["codes"][0] == main and (len(r["codes"]) == 1 or r["codes"][1:] in auxiliaries)
+              and len(r["codes"]) <= 2]
+    out: dict[str, Evidence] = {}
+    by_aux: dict[str, list[dict]] = {}
+    for m in models:
+        by_aux.setdefault(m["codes"][1:] or ALONE, []).append(m)
+    if kind == "clean":
+        clean = metric_values(frames, "clean", "error", [m["id"] for m in models])
+        for aux, ms in by_aux.items():
+            values = [clean[(m["id"], m["task_names"].split(",")[0])] for m in ms if (m["id"], m["task_names"].split(",")[0]) in clean]
+            if values:
+                out[aux] = _summarise(values, None, [m["id"] for m in ms])
+        return out
+    attacks = [r for r in done(frames, "attack", attack=attack["name"], eps=attack["eps"], steps=attack["steps"])
+               .to_pylist() if r["targets"] == main and r["source_model"] is None]
+    model_ids = {m["id"]: aux for aux, ms in by_aux.items() for m in ms}
+    chosen: dict[str, list[dict]] = {}
+    for r in attacks:
+        if r["model"] in model_ids:
+            chosen.setdefault(model_ids[r["model"]], []).append(r)
+    vuln = metric_values(frames, "vulnerability", "rel_vuln_ratio_of_means", [r["id"] for rs in chosen.values() for r in rs])
+    names = {m["id"]: m["task_names"].split(",")[0] for m in models}
+    for aux, rs in chosen.items():
+        values = [vuln[(r["id"], names[r["model"]])] for r in rs if (r["id"], names[r["model"]]) in vuln]
+        if not values:
+            continue
+        samples = None
+        if len(values) == 1:
+            table = frames.read_samples([rs[0]["id"]], "error").to_pydict()
+            rows = [(c, a) for t, c, a in zip(table["task"], table["clean"], table["adv"]) if t == names[rs[0]["model"]]]
+            samples = (np.array([c for c, _ in rows]), np.array([a for _, a in rows])) if rows else None
+        out[aux] = _summarise(values, samples, [r["id"] for r in rs])
+    return out
+
+
+def _summarise(values: list[float], samples: tuple[np.ndarray, np.ndarray] | None, trials: list[str]) -> Evidence:
+    """Mean over seeds; a 95% interval over seeds (2 or more) or over test samples (one seed)."""
+    mean = sum(values) / len(values)
+    if len(values) > 1:
+        arr = np.array(values)
+        low, high = bootstrap_ci(lambda idx: float(arr[idx].mean()), len(arr))
+    elif samples is not None:
+        clean, adv = samples
+        low, high = bootstrap_ci(lambda idx: relative_increase(clean[idx], adv[idx]), len(clean))
+    else:
+        low = high = math.nan
+    return Evidence(mean, low, high, len(values), trials)
+
+
+def validation_set(ranking: list[str], k: int) -> list[str]:
+    """The k best and k worst candidates (all of them when there are no more than 2k)."""
+    return ranking if len(ranking) <= 2 * k else ranking[:k] + ranking[-k:]
+
+
+def advise(req: AdviceRequest, base: GridModel, store: Store, out: Path, plugins: Plugins, console) -> dict[str, Any]:
+    """Run the proxy grid (and the validation grid), rank, store the advice; returns it."""
+    if req.proxy not in PROXIES:
+        raise MtbenchError(f"--proxy: expected one of {', '.join(PROXIES)}, got {req.proxy!r}")
+    epochs = base.train.epochs
+    encoder, proxy_epochs = {"surrogate": (req.surrogate, epochs),
+                             "early-stop": (req.encoder, max(1, round(req.budget * epochs))),
+                             "clean": (req.encoder, epochs)}[req.proxy]
+    attacked = req.proxy != "clean"
+    run_settings(settings_for(base, req, encoder, proxy_epochs, req.candidates, attacked), store, out, plugins, console)
+    first = (base.attack[0].model_dump() if base.attack else DEFAULT_BASE["attack"][0])
+    attack = {"name": first["name"], "eps": _first(first["eps"]), "steps": _first(first["steps"])}
+    frames = load_frames(store.url)
+    proxy = evidence(frames, req.main, req.candidates, encoder, proxy_epochs, "vulnerability" if attacked else "clean",
+                     attack)
+    ranking = sorted((a for a in req.candidates if a in proxy), key=lambda a: proxy[a].value)
+    full: dict[str, Evidence] = {}
+    if req.validate:
+        chosen = validation_set(ranking, req.validate_k)
+        run_settings(settings_for(base, req, req.encoder, epochs, chosen, True), store, out, plugins, console)
+        full = evidence(load_frames(store.url), req.main, chosen, req.encoder, epochs, "vulnerability", attack)
+    advice = {"request": req.__dict__, "proxy_encoder": encoder, "proxy_epochs": proxy_epochs, "attack": attack,
+              "ranking": ranking, "proxy": {a: e.__dict__ for a, e in proxy.items()},
+              "full": {a: e.__dict__ for a, e in full.items()}}
+    paired = [a for a in ranking if a in full]
+    advice["spearman"] = spearman([proxy[a].value for a in paired], [full[a].value for a in paired])
+    advice["pearson"] = pearson([proxy[a].value for a in paired], [full[a].value for a in paired])
+    store_advice(store, advice)
+    return advice
+
+
+def _first(value):
+    return value[0] if isinstance(value, list) else value
+
+
+def store_advice(store: Store, advice: dict[str, Any]) -> str:
+    """An ``advice`` trial: its config is the request and the evidence it used; metrics per candidate."""
+    evidence_ids = sorted(t for e in [*advice["proxy"].values(), *advice["full"].values()] for t in e["trials"])
+    req = advice["request"]
+    config = {"kind": "advice", "main": req["main"], "candidates": req["candidates"], "proxy": req["proxy"],
+              "encoder": req["encoder"], "proxy_encoder": advice["proxy_encoder"],
+              "proxy_epochs": advice["proxy_epochs"], "attack": advice["attack"]["name"],
+              "eps": advice["attack"]["eps"], "steps": advice["attack"]["steps"], "evidence": evidence_ids}
+    tid = trial_id(config)
+    rows = []
+    for rank, aux in enumerate(advice["ranking"], 1):
+        p = advice["proxy"][aux]
+        rows += [_row(aux, "rank", rank), _row(aux, "proxy", p["value"]), _row(aux, "proxy_low", p["low"]),
+                 _row(aux, "proxy_high", p["high"])]
+        if aux in advice["full"]:
+            rows.append(_row(aux, "full", advice["full"][aux]["value"]))
+    if ALONE in advice["proxy"]:
+        rows.append(_row(ALONE, "proxy", advice["proxy"][ALONE]["value"]))
+    for name in ("spearman", "pearson"):
+        if not math.isnan(advice[name]):
+            rows.append(_row("*", name, advice[name]))
+    run_id = store.begin_run(f"advise {req['main']}", "<advise>", json.dumps(config), __version__)
+    started = time.time()
+    if store.claim(tid, "advice", f"advise {req['main']} by {req['proxy']}", config, None, run_id, __version__):
+        store.finish(tid, TrialResult(metrics=rows), time.time() - started)
+    store.end_run(run_id, "done")
+    advice["trial"] = tid
+    return tid
+
+
+def _row(task: str, metric: str, value: float) -> dict[str, Any]:
+    return {"split": "test", "phase": "advice", "task": task, "attacked": None, "metric": metric, "step": 0,
+            "value": float(value)}

@@ -1,0 +1,133 @@
+"""The task-selection advisor on a database where the right ranking is known, and end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+
+import pytest
+
+from conftest import run_cli
+from mtbench.advise import ALONE, AdviceRequest, evidence, store_advice, validation_set
+from mtbench.report.advice import advice_sections
+from mtbench.report.frames import load_frames
+from mtbench.stats import bootstrap_ci, pearson, ranks, spearman
+from mtbench.storage import Store
+from mtbench.storage.fixture import ResultsWriter
+
+NAMES = {"s": "segment_semantic", "d": "depth_zbuffer", "D": "depth_euclidean", "n": "normal", "E": "edge_occlusion"}
+ATTACK = {"name": "pgd-linf", "eps": 8 / 255, "steps": 10}
+
+
+@pytest.fixture
+def known(tmp_path):
+    """Proxy (resnet18) and full (resnet50) vulnerabilities of main task s with each auxiliary task."""
+    store = Store(f"sqlite:///{tmp_path / 'mtbench.db'}")
+    w = ResultsWriter(store)
+    proxy = {ALONE: 0.8, "d": 0.5, "D": 0.9, "n": 0.6, "E": 0.7}
+    full = {"d": 0.4, "D": 0.8, "n": 0.45, "E": 0.5}
+    clean = {ALONE: 0.5, "d": 0.42, "D": 0.47, "n": 0.44, "E": 0.46}
+    for encoder, values in (("resnet18", proxy), ("resnet50", full)):
+        for aux, v in values.items():
+            codes = "s" + ("" if aux == ALONE else aux)
+            model = w.add_model({c: NAMES[c] for c in codes}, {c: clean[aux] for c in codes}, encoder=encoder)
+            w.add_attack(model, "s", {NAMES["s"]: v})
+    w.flush()
+    return store, proxy, full
+
+
+def test_ranking_follows_the_proxy(known):
+    store, proxy, _ = known
+    frames = load_frames(store.url)
+    ev = evidence(frames, "s", ["d", "D", "n", "E"], "resnet18", 10, "vulnerability", ATTACK)
+    assert sorted(ev, key=lambda a: ev[a].value) == [ "d", "n", "E", ALONE, "D"]
+    assert ev["d"].value == pytest.approx(0.5) and ev["d"].seeds == 1
+    clean = evidence(frames, "s", ["d", "D", "n", "E"], "resnet50", 10, "clean", None)
+    assert sorted((a for a in clean if a != ALONE), key=lambda a: clean[a].value) == ["d", "n", "E", "D"]
+
+
+def test_stored_advice_and_correlations_appear_in_the_report(known, tmp_path):
+    store, proxy, full = known
+    frames = load_frames(store.url)
+    candidates = ["d", "D", "n", "E"]
+    p = evidence(frames, "s", candidates, "resnet18", 10, "vulnerability", ATTACK)
+    f = evidence(frames, "s", candidates, "resnet50", 10, "vulnerability", ATTACK)
+    ranking = sorted(candidates, key=lambda a: p[a].value)
+    advice = {"request": AdviceRequest("s", candidates).__dict__, "proxy_encoder": "resnet18", "proxy_epochs": 10,
+              "attack": ATTACK, "ranking": ranking, "proxy": {a: e.__dict__ for a, e in p.items()},
+              "full": {a: e.__dict__ for a, e in f.items()},
+              "spearman": spearman([p[a].value for a in ranking], [f[a].value for a in ranking]),
+              "pearson": pearson([p[a].value for a in ranking], [f[a].value for a in ranking])}
+    assert advice["spearman"] == pytest.approx(1.0)  # the same order on both encoders
+    tid = store_advice(store, advice)
+    (section,) = advice_sections(load_frames(store.url))
+    assert [r["auxiliary"] for r in section.rows] == ["d", "n", "E", "D", ALONE]
+    assert section.rows[0]["full"] == pytest.approx(0.4) and "Spearman 1.00" in section.note
+    result = run_cli("report", str(tmp_path / "mtbench.db"), "--view", "advice", "--format", "json")
+    assert result.returncode == 0 and tid
+    assert any(k.startswith("Advice") for k in json.loads(result.stdout))
+
+
+def test_validation_set_takes_best_and_worst():
+    assert validation_set(["a", "b", "c", "d", "e"], 2) == ["a", "b", "d", "e"]
+    assert validation_set(["a", "b", "c"], 2) == ["a", "b", "c"]
+
+
+def test_statistics():
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 2, 3], [1, 3, 2]) == pytest.approx(0.5)
+    assert pearson([1, 2, 3], [2, 4, 7]) == pytest.approx(0.9933, abs=1e-4)
+    assert ranks([3.0, 1.0, 3.0]) == [2.5, 1.0, 2.5]
+    assert math.isnan(pearson([1, 1, 1], [1, 2, 3]))
+    import numpy as np
+
+    data = np.random.default_rng(0).normal(5.0, 1.0, 400)
+    low, high = bootstrap_ci(lambda idx: float(data[idx].mean()), len(data))
+    assert low < data.mean() < high and high - low < 0.3
+
+
+def test_advise_end_to_end(tmp_path):
+    base = tmp_path / "base.toml"
+    base.write_text("""
+[run]
+device = "cpu"
+[data]
+image_size = 32
+train_samples = 8
+test_samples = 4
+[train]
+encoders = ["resnet18"]
+task_sets = ["d"]
+epochs = 2
+batch_size = 4
+[[attack]]
+name = "pgd-linf"
+eps = ["8/255"]
+steps = 2
+""")
+    out = tmp_path / "results"
+    result = run_cli("advise", "--main", "d", "--candidates", "s", "--encoder", "resnet18", "--proxy", "early-stop",
+                     "--budget", "0.5", "--base", str(base), "--validate", "--validate-k", "1", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "Advice: auxiliary tasks for main task d on resnet18, by the early-stop proxy" in result.stdout
+    with sqlite3.connect(out / "mtbench.db") as c:
+        epochs = sorted(e for (e,) in c.execute(
+            "select json_extract(config, '$.epochs') from trials where kind='train'"))
+        assert epochs == [1, 1, 2, 2]  # the proxy at half the epochs, the validation at full budget
+        assert c.execute("select count(*) from trials where kind='advice' and status='done'").fetchone() == (1,)
+    again = run_cli("advise", "--main", "d", "--candidates", "s", "--encoder", "resnet18", "--proxy", "early-stop",
+                    "--budget", "0.5", "--base", str(base), "--validate", "--validate-k", "1", "--out", str(out))
+    assert again.returncode == 0 and "0 trial(s)" not in again.stdout
+    with sqlite3.connect(out / "mtbench.db") as c:  # everything reused: no trial ran twice
+        assert c.execute("select max(attempts) from trials").fetchone() == (1,)
+
+
+def test_advise_bad_input(tmp_path):
+    for args, words in ((["--main", "s", "--candidates", "sd"], "own auxiliary"),
+                        (["--main", "s", "--candidates", "d", "--proxy", "magic"], "--proxy"),
+                        (["--main", "s", "--candidates", "x"], "x"),
+                        (["--main", "s", "--candidates", "d", "--encoder", "resnet9"], "resnet9")):
+        result = run_cli("advise", *args, "--out", str(tmp_path))
+        assert result.returncode == 2 and words in result.stderr and "Traceback" not in result.stderr, result.stderr
