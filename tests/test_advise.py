@@ -67,6 +67,9 @@ def test_stored_advice_and_correlations_appear_in_the_report(known, tmp_path):
     result = run_cli("report", str(tmp_path / "mtbench.db"), "--view", "advice", "--format", "json")
     assert result.returncode == 0 and tid
     assert any(k.startswith("Advice") for k in json.loads(result.stdout))
+    plots = tmp_path / "plots"
+    assert run_cli("report", str(tmp_path / "mtbench.db"), "--view", "advice", "--plots", str(plots)).returncode == 0
+    assert (plots / f"advice_s_surrogate_{tid[:6]}.png").is_file()
 
 
 def test_validation_set_takes_best_and_worst():

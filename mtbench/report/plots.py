@@ -33,7 +33,7 @@ def draw_all(frames: Frames, f: Filters, out: Path) -> list[Figure]:
     out.mkdir(parents=True, exist_ok=True)
     figures: list[Figure] = []
     for draw in (error_along_steps, vulnerability_vs_tasks, vulnerability_vs_eps, vulnerability_vs_steps,
-                 transfer_heatmaps, clean_vs_robust):
+                 transfer_heatmaps, clean_vs_robust, advice_proxy_vs_full):
         figures += draw(frames, f, out)
     return figures
 
@@ -248,3 +248,39 @@ def clean_vs_robust(frames: Frames, f: Filters, out: Path) -> list[Figure]:
     ax.legend(fontsize=8)
     return [_save(fig, out, "clean_vs_robust", f"Clean error vs vulnerability, {attack} eps={fraction(eps)}",
                   "One point per model (main task attacked alone).")]
+
+
+def advice_proxy_vs_full(frames: Frames, f: Filters, out: Path) -> list[Figure]:
+    """For each validated advice: the proxy value against the full-budget value, one point per
+    auxiliary task (the paper's Table 3 as a picture)."""
+    import matplotlib.pyplot as plt
+
+    from mtbench.report.leaderboard import done
+
+    advice = done(frames, "advice")
+    ids = advice["id"].to_pylist() if advice.num_rows else []
+    if not ids:
+        return []
+    proxy = metric_values(frames, "advice", "proxy", ids)
+    full = metric_values(frames, "advice", "full", ids)
+    configs = {r["id"]: r["config"] for r in advice.select(["id", "config"]).to_pylist()}
+    figures = []
+    for tid in ids[:MAX_FIGURES_PER_KIND]:
+        points = [(task, proxy[(t, task)], v) for (t, task), v in full.items() if t == tid and (t, task) in proxy]
+        if len(points) < 2:
+            continue
+        import json
+
+        cfg = json.loads(configs[tid])
+        fig, ax = plt.subplots(figsize=(5, 4))
+        ax.scatter([p[1] for p in points], [p[2] for p in points])
+        for task, x, y in points:
+            ax.annotate(task, (x, y), textcoords="offset points", xytext=(4, 4))
+        ax.set(xlabel=f"proxy: {cfg['proxy']} on {cfg['proxy_encoder']} ({cfg['proxy_epochs']} epochs)",
+               ylabel=f"full: vulnerability on {cfg['encoder']}")
+        ax.grid(alpha=0.3)
+        figures.append(_save(fig, out, f"advice_{cfg['main']}_{cfg['proxy']}_{tid[:6]}",
+                             f"Advisor for main task {cfg['main']}: proxy vs full",
+                             "One point per auxiliary task: its proxy value and the main task's relative "
+                             "vulnerability after full training; a good proxy puts them on a rising line."))
+    return figures
