@@ -46,6 +46,8 @@ class View(str, Enum):
     attacks = "attacks"
     paper = "paper"
     advice = "advice"
+    theory = "theory"
+    claims = "claims"
     all = "all"
 
 
@@ -135,7 +137,7 @@ def report(
     db: DbOpt = None,
     view: Annotated[Optional[list[View]], typer.Option(
         help="what to show (repeatable): leaderboard, models, attacks, paper (Tables 1, 2, per encoder), "
-             "advice (the advisor's rankings), all "
+             "advice (the advisor's rankings), theory (first-order predictions vs measurement), claims, all "
              "[default: leaderboard + models]")] = None,
     encoder: Annotated[Optional[str], typer.Option(help="only this encoder")] = None,
     task: Annotated[Optional[str], typer.Option(help="only models with this task (name or code)")] = None,
@@ -185,6 +187,14 @@ def report(
     if View.paper in views:
         sections += paper.table1(frames, f) + paper.per_encoder(frames, f) + paper.table2(frames, f) \
             + ([] if transfer else paper.transfer(frames, f))
+    if View.theory in views:
+        from mtbench.report import theory
+
+        sections += theory.first_order(frames, f) + theory.marginal(frames, f)
+    if View.claims in views:
+        from mtbench.report.claims import claims_section
+
+        sections.append(claims_section(frames, f))
     if View.advice in views:
         from mtbench.report.advice import advice_sections
 
@@ -228,6 +238,26 @@ def _write_text(path: Path, text: str) -> None:
         tmp.replace(path)
     except OSError as exc:
         raise MtbenchError(f"{path}: cannot write the report ({exc.strerror})") from None
+
+
+@app.command()
+def claims(
+    source: Annotated[Optional[str], typer.Argument(help="database URL/file, results or Parquet folder")] = None,
+    out: OutOpt = Path("results"),
+    db: DbOpt = None,
+    encoder: Annotated[Optional[str], typer.Option(help="only this encoder")] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="output format")] = Format.table,
+) -> None:
+    """The paper's claims checked on the database: numbers, 95% bootstrap intervals, verdicts."""
+    from mtbench.report import Filters, load_frames, render
+    from mtbench.report.claims import claims_section
+
+    section = claims_section(load_frames(source or db or str(out)), Filters(encoder=encoder))
+    if fmt is Format.html:
+        raise MtbenchError("--format html: use `mtbench report --view claims --format html`")
+    text = render.render([section], fmt.value, console)
+    if text is not None:
+        print(text)
 
 
 @app.command()

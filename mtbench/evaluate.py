@@ -47,7 +47,7 @@ def prepare_for_attack(model: nn.Module, images: torch.Tensor | None = None):
     return fast, None if images is None else images.contiguous(memory_format=torch.channels_last)
 
 
-def _load_model(ctx: TrialContext, train_trial: str, device: torch.device) -> nn.Module:
+def load_trained_model(ctx: TrialContext, train_trial: str, device: torch.device) -> nn.Module:
     row = ctx.store.model(train_trial)
     if row is None:
         raise MtbenchError(f"the model of training trial {train_trial} is not in the database; run its grid")
@@ -61,8 +61,8 @@ def perturbation_norms(delta: torch.Tensor, norm: str) -> torch.Tensor:
 
 def run_attack(config: dict[str, Any], trial_id: str, ctx: TrialContext) -> TrialResult:
     device = ctx.device
-    model = _load_model(ctx, config["model"], device)
-    source = _load_model(ctx, config["source_model"], device) if config.get("source_model") else model
+    model = load_trained_model(ctx, config["model"], device)
+    source = load_trained_model(ctx, config["source_model"], device) if config.get("source_model") else model
     attack_model, _ = prepare_for_attack(source)  # once, not per batch; a surrogate for transfer attacks
     tasks = {t: ctx.plugins.tasks.get(t) for t in model.tasks}
     source_tasks = {t: ctx.plugins.tasks.get(t) for t in source.tasks}

@@ -118,11 +118,23 @@ class AttackSection(Section):
                                        "the grid and evaluate them on each model, e.g. {encoder = \"resnet18\"}")
 
 
+class AnalysisSection(Section):
+    """Gradient analysis of every trained model: input-gradient norms, covariances across tasks, on clean
+    points and on the adversarial points of this all-task attack."""
+
+    attack: str = Field("pgd-linf", description="the attack that makes the adversarial points (all tasks, sum)")
+    eps: Eps = Field(8 / 255, description="its budget")
+    steps: int = Field(10, ge=1, description="its steps")
+    step_size: Number | None = Field(None, description="default eps/4")
+    batch_size: int | None = Field(None, ge=1, description="default train.batch_size")
+
+
 class GridModel(Section):
     run: RunSection = RunSection()
     data: DataSection = DataSection()
     train: TrainSection
     attack: list[AttackSection] = Field(default_factory=list)
+    analysis: list[AnalysisSection] = Field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -139,6 +151,8 @@ class Trial:
         c = self.config
         if self.kind == "train":
             return f"train {c['encoder']} [{'+'.join(c['codes'])}] {c['weighting']}"
+        if self.kind == "analysis":
+            return f"gradient analysis of {c['model'][:8]} (adversarial points: {c['attack']} eps={c['eps']:.4g})"
         return (f"attack {c['attack']} eps={c['eps']:.4g} steps={c['steps']} on [{'+'.join(c['targets_codes'])}]"
                 f" of {c['model'][:8]}")
 
@@ -248,6 +262,11 @@ def _check_names(path: Path, raw: dict, plugins: Plugins) -> list[tuple[str, str
     loss_options = train.get("loss_options")
     for name in loss_options if isinstance(loss_options, dict) else {}:
         resolve_task(name, f"train.loss_options.{name}")
+    analyses = raw.get("analysis")
+    for i, a in enumerate(analyses if isinstance(analyses, list) else []):
+        name = a.get("attack", "pgd-linf") if isinstance(a, dict) else None
+        if isinstance(name, str) and name not in plugins.attacks:
+            problems.append((where(f"analysis[{i}].attack"), plugins.attacks.unknown_message(name)))
     attacks = raw.get("attack")
     for i, a in enumerate(attacks if isinstance(attacks, list) else []):
         if not isinstance(a, dict):
@@ -354,6 +373,16 @@ def expand(g: GridModel, plugins: Plugins) -> list[Trial]:
                     if t.id not in seen:
                         seen.add(t.id)
                         trials.append(t)
+        for a in g.analysis:
+            config = {"kind": "analysis", "model": model.id, "attack": a.attack,
+                      "norm": plugins.attacks.get(a.attack).norm, "eps": a.eps, "steps": a.steps,
+                      "step_size": a.step_size if a.step_size is not None else a.eps / 4,
+                      "seed": model.config["seed"], "data": model.config["data"],
+                      "batch_size": a.batch_size or g.train.batch_size}
+            t = Trial(trial_id(config), "analysis", config, parent=model.id)
+            if t.id not in seen:
+                seen.add(t.id)
+                trials.append(t)
     return trials
 
 

@@ -36,6 +36,9 @@ def executor_for(kind: str) -> Callable:
     if kind == "train":
         from mtbench.train import run_train
         return run_train
+    if kind == "analysis":
+        from mtbench.analysis import run_analysis
+        return run_analysis
     from mtbench.evaluate import run_attack
     return run_attack
 

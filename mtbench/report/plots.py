@@ -33,7 +33,7 @@ def draw_all(frames: Frames, f: Filters, out: Path) -> list[Figure]:
     out.mkdir(parents=True, exist_ok=True)
     figures: list[Figure] = []
     for draw in (error_along_steps, vulnerability_vs_tasks, vulnerability_vs_eps, vulnerability_vs_steps,
-                 transfer_heatmaps, clean_vs_robust, advice_proxy_vs_full):
+                 transfer_heatmaps, clean_vs_robust, advice_proxy_vs_full, first_order_vs_measured):
         figures += draw(frames, f, out)
     return figures
 
@@ -283,4 +283,35 @@ def advice_proxy_vs_full(frames: Frames, f: Filters, out: Path) -> list[Figure]:
                              f"Advisor for main task {cfg['main']}: proxy vs full",
                              "One point per auxiliary task: its proxy value and the main task's relative "
                              "vulnerability after full training; a good proxy puts them on a rising line."))
+    return figures
+
+
+def first_order_vs_measured(frames: Frames, f: Filters, out: Path) -> list[Figure]:
+    """Per analysed model: the measured E[dL] of each attack against eps beside the first-order
+    prediction eps * E||grad L||_q, to show where the linear approximation stops holding."""
+    import matplotlib.pyplot as plt
+
+    from mtbench.report.theory import first_order_rows
+
+    rows = [r for r in first_order_rows(frames, f) if r["measured"] is not None]
+    by_model: dict[str, dict[tuple[str, str], list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        by_model[r["model"]][(r["attack"], r["targets"])].append(r)
+    figures = []
+    for model, lines in list(by_model.items())[:MAX_FIGURES_PER_KIND]:
+        if not any(len(points) > 1 for points in lines.values()):
+            continue
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for k, ((attack, targets), points) in enumerate(sorted(lines.items())):
+            points.sort(key=lambda r: r["eps_value"])
+            xs = [r["eps_value"] for r in points]
+            colour = f"C{k % 10}"
+            ax.plot(xs, [r["measured"] for r in points], "o-", color=colour, label=f"{attack} on {targets}: measured")
+            ax.plot(xs, [r["predicted"] for r in points], "--", color=colour, label="first-order prediction")
+        ax.set(xlabel="eps ([0, 1] pixel units)", ylabel="E[dL]: mean loss increase per sample")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        figures.append(_save(fig, out, f"first_order_{model}", f"{model}: first-order theory vs measurement",
+                             "Solid: the attack's measured mean loss increase; dashed: eps times the mean dual norm of "
+                             "the input gradient (from the gradient-analysis trial)."))
     return figures

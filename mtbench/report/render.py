@@ -74,6 +74,7 @@ def html_table(s: Section) -> str:
 
 def _print_tables(sections: list[Section], console) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = console or Console()
@@ -81,14 +82,14 @@ def _print_tables(sections: list[Section], console) -> None:
         console = Console(width=max(console.width, 200))
     for s in sections:
         if not s.rows:
-            console.print(f"[dim]{s.title}: nothing yet[/dim]")
+            console.print(f"[dim]{escape(s.title)}: nothing yet[/dim]")
             continue
-        console.print(s.title, style="bold", highlight=False)  # not the table's title: rich wraps that to its width
-        table = Table(caption=s.note or None, caption_justify="left")
+        console.print(escape(s.title), style="bold", highlight=False)  # not the table's title: rich wraps that to its width
+        table = Table(caption=escape(s.note) if s.note else None, caption_justify="left")
         for c in s.columns:
             numeric = any(isinstance(r.get(c), (int, float)) and not isinstance(r.get(c), bool) for r in s.rows)
-            table.add_column(c, justify="right" if numeric else "left", no_wrap=c == "model",
+            table.add_column(escape(c), justify="right" if numeric else "left", no_wrap=c == "model",
                              min_width=len(c) if numeric else None)
         for r in s.rows:
-            table.add_row(*(s.cell(r, c) for c in s.columns))
+            table.add_row(*(escape(s.cell(r, c)) for c in s.columns))
         console.print(table)

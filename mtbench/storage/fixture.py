@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import insert
 
 from mtbench.storage.db import Store
-from mtbench.storage.schema import metrics, models, trials
+from mtbench.storage.schema import metrics, models, samples, trials
 
 
 class ResultsWriter:
@@ -22,6 +22,7 @@ class ResultsWriter:
         self.trials: list[dict[str, Any]] = []
         self.models: list[dict[str, Any]] = []
         self.metrics: list[dict[str, Any]] = []
+        self.samples: list[dict[str, Any]] = []
 
     def _trial(self, kind: str, config: dict, parent: str | None = None, suspect: bool = False) -> str:
         tid = f"{kind[0]}{next(self._ids):015d}"
@@ -51,23 +52,40 @@ class ResultsWriter:
 
     def add_attack(self, model: str, targets: str, vulnerability: dict[str, float], attack: str = "pgd-linf",
                    eps: float = 8 / 255, steps: int = 10, objective: str = "sum", seed: int = 0,
-                   trace: dict[str, list[float]] | None = None, suspect: bool = False) -> str:
-        """``vulnerability``: task name -> relative vulnerability; ``trace``: task name -> error per step."""
+                   trace: dict[str, list[float]] | None = None, suspect: bool = False,
+                   errors: dict[str, tuple[list[float], list[float]]] | None = None,
+                   delta_loss: dict[str, float] | None = None, source: str | None = None) -> str:
+        """``vulnerability``: task name -> relative vulnerability; ``trace``: task name -> error per step;
+        ``errors``: task name -> per-sample (clean, adversarial) errors; ``delta_loss``: task -> E[dL]."""
         norm = "l2" if attack.endswith("l2") else "linf"
         tid = self._trial("attack", {"kind": "attack", "model": model, "attack": attack, "norm": norm, "eps": eps,
                                      "steps": steps, "objective": objective, "targets_codes": list(targets),
-                                     "seed": seed}, parent=model, suspect=suspect)
+                                     "seed": seed, **({"source_model": source} if source else {})},
+                          parent=model, suspect=suspect)
         for name, v in vulnerability.items():
             for metric in ("rel_vuln_ratio_of_means", "rel_vuln_mean_of_ratios"):
                 self._metric(tid, "vulnerability", name, metric, v, steps)
-        for name, errors in (trace or {}).items():
-            for step, e in enumerate(errors):
+        for name, per_step in (trace or {}).items():
+            for step, e in enumerate(per_step):
                 self._metric(tid, "trace", name, "error", e, step)
+        for name, value in (delta_loss or {}).items():
+            self._metric(tid, "vulnerability", name, "delta_loss", value, steps)
+        for name, (clean, adv) in (errors or {}).items():
+            self.samples += [{"trial_id": tid, "sample": i, "task": name, "attacked": True, "metric": "error",
+                              "clean": c, "adv": a} for i, (c, a) in enumerate(zip(clean, adv))]
+        return tid
+
+    def add_analysis(self, model: str, grad_l1: dict[str, float]) -> str:
+        """A gradient-analysis trial with the mean L1 norm of each task's input gradient."""
+        tid = self._trial("analysis", {"kind": "analysis", "model": model, "attack": "pgd-linf"}, parent=model)
+        for name, value in grad_l1.items():
+            self._metric(tid, "analysis", name, "grad_l1", value)
         return tid
 
     def flush(self) -> None:
         with self.store.engine.begin() as c:
-            for table, rows in ((trials, self.trials), (models, self.models), (metrics, self.metrics)):
+            for table, rows in ((trials, self.trials), (models, self.models), (metrics, self.metrics),
+                                (samples, self.samples)):
                 if rows:
                     c.execute(insert(table), rows)
-        self.trials, self.models, self.metrics = [], [], []
+        self.trials, self.models, self.metrics, self.samples = [], [], [], []
