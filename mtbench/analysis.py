@@ -9,7 +9,8 @@ columns clean / adv) and as means (phase ``analysis``):
   attacks, so that eps * E||g||_q is the first-order prediction of E[dL];
 - ``cosine`` and ``cov`` = E[g_i . g_j] for every pair of tasks (task ``"a|b"``), the matrix of
   Mao et al. (2020);
-- ``sum_grad_sq`` = E||sum_i g_i||^2 against ``sum_sq_grad`` = E sum_i ||g_i||^2 (task ``"*"``), and
+- ``sum_grad_sq`` = E||sum_i g_i||^2 against ``sum_sq_grad`` = E sum_i ||g_i||^2 (task ``"*"``), the
+  same with the model's training weights (``wsum_grad_sq``, ``wsum_sq_grad``), and
   ``sum_grad_l1`` / ``sum_grad_l2`` = E||sum_i g_i||_q, the first-order prediction of the all-task
   attack's E[d sum L] per eps.
 """
@@ -17,6 +18,7 @@ columns clean / adv) and as means (phase ``analysis``):
 from __future__ import annotations
 
 import itertools
+import json
 from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
@@ -47,9 +49,11 @@ def input_gradients(model: torch.nn.Module, images: torch.Tensor, targets: Mappi
     return grads
 
 
-def gradient_statistics(grads: Mapping[str, torch.Tensor]) -> dict[tuple[str, str], torch.Tensor]:
+def gradient_statistics(grads: Mapping[str, torch.Tensor],
+                        weights: Mapping[str, float] | None = None) -> dict[tuple[str, str], torch.Tensor]:
     """Per-sample statistics keyed by (task, metric): norms per task, cosine and dot product per pair,
-    and the norms of the summed gradient against the summed squared norms."""
+    the norms of the summed gradient against the summed squared norms, and (given the model's
+    training weights w) ||sum_i w_i g_i||^2 against sum_i w_i^2 ||g_i||^2."""
     out: dict[tuple[str, str], torch.Tensor] = {}
     for t, g in grads.items():
         for name, p in NORMS.items():
@@ -63,12 +67,17 @@ def gradient_statistics(grads: Mapping[str, torch.Tensor]) -> dict[tuple[str, st
     out[("*", "sum_sq_grad")] = sum((g * g).sum(1) for g in grads.values())
     out[("*", "sum_grad_l1")] = total.norm(p=1, dim=1)
     out[("*", "sum_grad_l2")] = total.norm(p=2, dim=1)
+    if weights:
+        weighted = sum(weights[t] * g for t, g in grads.items())
+        out[("*", "wsum_grad_sq")] = (weighted * weighted).sum(1)
+        out[("*", "wsum_sq_grad")] = sum(weights[t] ** 2 * (g * g).sum(1) for t, g in grads.items())
     return out
 
 
 def run_analysis(config: dict[str, Any], trial_id: str, ctx: TrialContext) -> TrialResult:
     device = ctx.device
     model = load_trained_model(ctx, config["model"], device)
+    weights = json.loads(ctx.store.trial(config["model"])["config"]).get("weights") or {}
     fast, _ = prepare_for_attack(model)
     for p in fast.parameters():
         p.requires_grad_(False)
@@ -91,7 +100,7 @@ def run_analysis(config: dict[str, Any], trial_id: str, ctx: TrialContext) -> Tr
                                 step_size=config["step_size"], generator=generator, trace=False)
         adversarial = attack.run(request).adversarial.detach()
         for point, store in ((images, clean_all), (adversarial, adv_all)):
-            stats = gradient_statistics(input_gradients(fast, point, targets, masks, tasks))
+            stats = gradient_statistics(input_gradients(fast, point, targets, masks, tasks), weights)
             for key, value in stats.items():
                 store[key].append(value.detach().cpu())
         advance(1)

@@ -57,12 +57,33 @@ def _store(out: Path, db: str | None):
     return Store(db or default_url(out))
 
 
+def _writable_store(out: Path, db: str | None):
+    """The store for commands that write results; checks the database and the results folder first."""
+    import tempfile
+
+    store = _store(out, db)
+    store.check_writable()
+    try:
+        (Path(out) / "checkpoints").mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise MtbenchError(f"{out}: the results folder cannot be written ({exc.strerror}); nothing was changed") \
+            from None
+    return store
+
+
 @app.command()
 def run(
     grid: Annotated[Path, typer.Argument(help="grid file (TOML)")],
     out: OutOpt = Path("results"),
     db: DbOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the expanded trials and stop")] = False,
+    workers: Annotated[int, typer.Option(help="worker processes on this machine, each claiming trials from the "
+                                              "database (this one included); with --executor, jobs")] = 1,
+    executor: Annotated[Optional[str], typer.Option(help="slurm: submit --workers worker jobs (a job array, "
+                                                         "resources from the grid's [executor]) and return; local: "
+                                                         "submitit's local executor, waiting for the jobs")] = None,
 ) -> None:
     """Train and attack every trial of a grid; skip trials already done."""
     from mtbench.grid import load_grid
@@ -70,7 +91,7 @@ def run(
 
     plugins = get_plugins()
     g = load_grid(grid, plugins)  # validates everything before any work or any write
-    store = _store(out, db)
+    store = _store(out, db) if dry_run else _writable_store(out, db)
     statuses = store.statuses(t.id for t in g.trials)
     if dry_run:
         table = Table(title=f"{g.settings.run.name}: {len(g.trials)} trials")
@@ -84,11 +105,33 @@ def run(
         return
     from mtbench.runner import run_grid
 
+    if workers < 1:
+        raise MtbenchError(f"--workers: expected at least 1, got {workers}")
+    if executor is not None:
+        from mtbench.executor import submit_workers
+
+        if executor not in ("slurm", "local"):
+            raise MtbenchError(f"--executor: expected slurm or local, got {executor!r}")
+        ids = submit_workers(executor, grid.resolve(), Path(out).resolve(), db, workers,
+                             g.settings.executor.model_dump(), wait=executor == "local")
+        err_console.print(f"{len(ids)} worker job(s): {', '.join(ids)}; logs in {Path(out) / 'jobs'}; "
+                          "`mtbench report` shows results as they land")
+        if executor == "local":
+            report(source=None, out=out, db=db)
+        return
+    helpers = _start_workers(grid, out, db, workers - 1)
     try:
         summary = run_grid(g, store, out, plugins, err_console)
+        for proc in helpers:
+            proc.wait()
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted: the trial in flight was given back; run again to resume")
         raise typer.Exit(130) from None
+    if helpers:  # the others' trials count too: read the outcome from the database
+        statuses = store.statuses(t.id for t in g.trials)
+        summary.failed.update({t.id: "failed in another worker (see `mtbench report --view attacks`)"
+                               for t in g.trials if statuses.get(t.id) == "failed" and t.id not in summary.failed})
+        summary.done += [t for t in summary.elsewhere if statuses.get(t) == "done"]
     err_console.print(f"{len(summary.done)} trial(s) run, {len(summary.skipped)} already done, "
                       f"{len(summary.failed)} failed")
     for tid, error in summary.failed.items():
@@ -97,6 +140,46 @@ def run(
         report(source=None, out=out, db=db)
     if summary.failed:
         raise typer.Exit(1)
+
+
+def _start_workers(grid: Path, out: Path, db: str | None, count: int) -> list:
+    """Background ``mtbench worker`` processes for ``--workers``; their output goes to <out>/logs/."""
+    import subprocess
+
+    logs = Path(out) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for k in range(count):
+        args = [sys.executable, "-m", "mtbench.cli", "worker", str(grid), "--out", str(out)] + (["--db", db] if db else [])
+        with open(logs / f"worker-{k + 1}.log", "w") as log:
+            procs.append(subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT))
+    return procs
+
+
+@app.command()
+def worker(
+    grid: Annotated[Optional[Path], typer.Argument(help="grid file [default: the latest run's grid in the database]")]
+    = None,
+    out: OutOpt = Path("results"),
+    db: DbOpt = None,
+) -> None:
+    """Join a grid: claim and run its trials until none is left (several workers may share one database)."""
+    from mtbench.grid import load_grid, load_grid_text
+    from mtbench.plugins import get_plugins
+    from mtbench.runner import run_grid
+
+    plugins = get_plugins()
+    store = _writable_store(out, db)
+    if grid is not None:
+        g = load_grid(grid, plugins)
+    else:
+        latest = store.latest_run()
+        if latest is None:
+            raise MtbenchError(f"{store.url}: no run in this database to join; give the grid file")
+        g = load_grid_text(latest["grid_text"], Path(latest["grid_path"] or "grid.toml"), plugins)
+    summary = run_grid(g, store, out, plugins, err_console, export=False)
+    err_console.print(f"worker: {len(summary.done)} trial(s) run, {len(summary.failed)} failed, "
+                      f"{len(summary.elsewhere)} taken by other workers")
 
 
 @app.command()
@@ -294,7 +377,7 @@ def advise(
     for name in {encoder, surrogate}:
         plugins.encoders.get(name)
     request = AdviceRequest(main_code, wanted, encoder, proxy, surrogate, budget, validate, validate_k)
-    store = _store(out, db)
+    store = _writable_store(out, db)
     advice = run_advice(request, base_settings(base, plugins), store, out, plugins, err_console)
     render(advice_sections(load_frames(store.url), only=[advice["trial"]]), "table", console)
     console.print(f"advice stored as trial {advice['trial']}; `mtbench report --view advice` shows every advice")

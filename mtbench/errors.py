@@ -32,3 +32,7 @@ class DataError(MtbenchError):
 
 class CheckpointError(MtbenchError):
     """A checkpoint is missing, tampered with, or not a safetensors file."""
+
+
+class TrainingError(MtbenchError):
+    """A training trial cannot go on (a NaN or infinite loss); the trial is stored as failed."""

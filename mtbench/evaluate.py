@@ -9,6 +9,7 @@ every trial; a failed one marks the trial suspect.
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -51,7 +52,9 @@ def load_trained_model(ctx: TrialContext, train_trial: str, device: torch.device
     row = ctx.store.model(train_trial)
     if row is None:
         raise MtbenchError(f"the model of training trial {train_trial} is not in the database; run its grid")
-    return load_checkpoint(row["checkpoint"], row["sha256"], ctx.plugins, device).eval()
+    path = Path(row["checkpoint"])
+    path = path if path.is_absolute() else ctx.out / path  # relative to the results folder
+    return load_checkpoint(path, row["sha256"], ctx.plugins, device).eval()
 
 
 def perturbation_norms(delta: torch.Tensor, norm: str) -> torch.Tensor:
@@ -100,6 +103,10 @@ def run_attack(config: dict[str, Any], trial_id: str, ctx: TrialContext) -> Tria
             objective.start({t: d["loss"] for t, d in start.items()})
         result = attack.run(request)
         x_adv = result.adversarial.detach()
+        if x_adv.shape != images.shape or not x_adv.dtype.is_floating_point:
+            raise MtbenchError(f"attack {config['attack']!r} ({ctx.plugins.attacks.provider(config['attack'])}) "
+                               f"returned a {tuple(x_adv.shape)} {x_adv.dtype} batch; expected "
+                               f"{tuple(images.shape)} float, the shape of its input")
         checks["eval_mode"] &= not model.training
         if "winner" in result.info:
             winners.append(result.info["winner"].cpu())

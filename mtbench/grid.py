@@ -129,12 +129,26 @@ class AnalysisSection(Section):
     batch_size: int | None = Field(None, ge=1, description="default train.batch_size")
 
 
+class ExecutorSection(Section):
+    """Resources of each worker job when a grid runs with ``--executor slurm`` (submitit)."""
+
+    partition: str | None = Field(None, description="Slurm partition")
+    gpus: int | None = Field(None, ge=0, description="GPUs per job")
+    cpus: int | None = Field(None, ge=1, description="CPU cores per job")
+    mem_gb: float | None = Field(None, gt=0, description="memory per job (GB)")
+    time_min: int | None = Field(None, ge=1, description="time limit per job (minutes)")
+    account: str | None = Field(None, description="Slurm account")
+    qos: str | None = Field(None, description="Slurm QOS")
+    array_parallelism: int | None = Field(None, ge=1, description="at most this many jobs of the array at once")
+
+
 class GridModel(Section):
     run: RunSection = RunSection()
     data: DataSection = DataSection()
     train: TrainSection
     attack: list[AttackSection] = Field(default_factory=list)
     analysis: list[AnalysisSection] = Field(default_factory=list)
+    executor: ExecutorSection = ExecutorSection()
 
 
 @dataclass(frozen=True)
@@ -191,6 +205,11 @@ def load_grid(path: Path, plugins: Plugins) -> Grid:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError([(str(path), f"cannot read the grid file ({exc.strerror})")]) from None
+    return load_grid_text(text, path, plugins)
+
+
+def load_grid_text(text: str, path: Path, plugins: Plugins) -> Grid:
+    """The same for a grid's text (``path`` names it in messages), e.g. one stored with a run."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

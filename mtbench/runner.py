@@ -7,6 +7,7 @@ next run. Ctrl-C gives the trial in flight back (``pending``) and stops.
 
 from __future__ import annotations
 
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -24,12 +25,17 @@ from mtbench.plugins import Plugins
 from mtbench.storage import Store, export_parquet
 
 
+HEARTBEAT_S = 30.0
+STALE_S = 4 * HEARTBEAT_S  # a worker on another machine is dead after four missed heartbeats
+
+
 @dataclass
 class RunSummary:
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     retried_stale: list[str] = field(default_factory=list)
+    elsewhere: list[str] = field(default_factory=list)  # claimed by another worker
 
 
 def executor_for(kind: str) -> Callable:
@@ -43,8 +49,39 @@ def executor_for(kind: str) -> Callable:
     return run_attack
 
 
+def schedule(todo: list[Trial], store: Store, summary: RunSummary, run_id: int, poll_s: float):
+    """Yield the trials this worker should try next, in order, each once its model is trained.
+
+    With several workers, a trial whose model another worker is still training waits (polling the
+    database); one whose model failed fails too."""
+    pending = list(todo)
+    by_id = {t.id: t for t in todo}
+    while pending:
+        parents = {t.parent for t in pending if t.parent}
+        statuses = store.statuses(list(parents)) if parents else {}
+        ready = next((t for t in pending if not t.parent or statuses.get(t.parent) == "done"), None)
+        if ready is None:
+            waiting = [t for t in pending if statuses.get(t.parent) == "running"]
+            if not waiting:  # models that failed or never ran: their trials cannot run
+                for t in pending:
+                    error = f"its model (training trial {t.parent}) is not done"
+                    if store.claim(t.id, t.kind, t.label(), t.config, t.parent, run_id, __version__):
+                        store.fail(t.id, error)
+                        summary.failed[t.id] = error
+                return
+            time.sleep(poll_s)
+            for tid in store.reset_stale(stale_after_s=STALE_S):  # a worker died: take its trials back
+                if tid in by_id and by_id[tid] not in pending:
+                    pending.insert(0, by_id[tid])
+                    if tid in summary.elsewhere:
+                        summary.elsewhere.remove(tid)
+            continue
+        pending.remove(ready)
+        yield ready
+
+
 def run_grid(grid: Grid, store: Store, out: Path, plugins: Plugins, console: Console | None = None,
-             export: bool = True) -> RunSummary:
+             export: bool = True, poll_s: float = 1.0) -> RunSummary:
     from mtbench.models import resolve_device
 
     console = console or Console(stderr=True)
@@ -74,10 +111,10 @@ def run_grid(grid: Grid, store: Store, out: Path, plugins: Plugins, console: Con
             if todo:
                 progress.update(overall, description=f"{grid.settings.run.name}: preparing data")
                 ctx.dataset_root(todo[0].config["data"])
-            for trial in todo:
+            for trial in schedule(todo, store, summary, run_id, poll_s):
                 progress.update(overall, description=escape(trial.label()))
                 _run_one(trial, ctx, store, run_id, summary, console)
-                progress.advance(overall)
+                progress.update(overall, completed=len(summary.done) + len(summary.failed) + len(summary.elsewhere))
         status = "failed" if summary.failed else "done"
     finally:
         store.end_run(run_id, status)
@@ -87,25 +124,45 @@ def run_grid(grid: Grid, store: Store, out: Path, plugins: Plugins, console: Con
 
 
 def _run_one(trial: Trial, ctx: TrialContext, store: Store, run_id: int, summary: RunSummary, console: Console) -> None:
-    if trial.parent and store.statuses([trial.parent]).get(trial.parent) != "done":
-        error = f"its model (training trial {trial.parent}) is not done"
-        store.claim(trial.id, trial.kind, trial.label(), trial.config, trial.parent, run_id, __version__)
-        store.fail(trial.id, error)
-        summary.failed[trial.id] = error
-        return
     if not store.claim(trial.id, trial.kind, trial.label(), trial.config, trial.parent, run_id, __version__):
-        summary.skipped.append(trial.id)
+        status = store.statuses([trial.id]).get(trial.id)
+        (summary.skipped.append if status == "done" else summary.elsewhere.append)(trial.id)
         return
     start = time.time()
+    beat = Heartbeat(store, trial.id)
     try:
         result = executor_for(trial.kind)(trial.config, trial.id, ctx)
     except KeyboardInterrupt:
+        beat.stop()
         store.release(trial.id)
         raise
     except Exception as exc:  # a failing trial is stored and the grid goes on
+        beat.stop()
         store.fail(trial.id, "".join(traceback.format_exception(exc)))
         summary.failed[trial.id] = f"{type(exc).__name__}: {exc}"
         console.print(f"[red]failed[/red] {escape(trial.label())} ({trial.id}): {escape(str(exc))}")
         return
+    beat.stop()
     store.finish(trial.id, result, time.time() - start)
     summary.done.append(trial.id)
+
+
+class Heartbeat:
+    """Refreshes a running trial's heartbeat from a background thread, so that workers on other
+    machines can tell a live worker from a dead one (``Store.reset_stale``)."""
+
+    def __init__(self, store: Store, trial_id: str, every_s: float = HEARTBEAT_S):
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, args=(store, trial_id, every_s), daemon=True)
+        self._thread.start()
+
+    def _beat(self, store: Store, trial_id: str, every_s: float) -> None:
+        while not self._stop.wait(every_s):
+            try:
+                store.heartbeat(trial_id)
+            except Exception:  # noqa: BLE001 - a missed beat must never kill the trial
+                pass
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)

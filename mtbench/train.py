@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from collections import defaultdict
 from typing import Any
 
@@ -11,7 +12,9 @@ from torch.utils.data import DataLoader
 
 from mtbench.baseline import evaluate_constants, fit_constants
 from mtbench.context import TrialContext
+from mtbench.errors import TrainingError
 from mtbench.models import build_model, count_macs, count_parameters, save_checkpoint
+from mtbench.resume import clear_state, load_state, save_state
 from mtbench.storage.db import TrialResult
 
 
@@ -77,15 +80,24 @@ def run_train(config: dict[str, Any], trial_id: str, ctx: TrialContext) -> Trial
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     rows: list[dict[str, Any]] = []
+    first_epoch = 1
+    resumed = load_state(ctx.checkpoints, trial_id, model, opt, sched, gen)
+    if resumed is not None:  # a kill interrupted this trial: go on after its last finished epoch
+        first_epoch, rows = resumed[0] + 1, resumed[1]
     advance = ctx.progress("epochs", config["epochs"])
-    for epoch in range(1, config["epochs"] + 1):
+    advance(first_epoch - 1)
+    for epoch in range(first_epoch, config["epochs"] + 1):
         model.train()
         sums: dict[str, float] = defaultdict(float)
         seen = 0
-        for batch in train_loader:
+        for batch_index, batch in enumerate(train_loader):
             with torch.autocast(device.type, enabled=use_amp):
                 _, losses = per_task_losses(model, batch, tasks, device, loss_options)
                 total = sum(weights[t] * losses[t].mean() for t in tasks)
+            if not torch.isfinite(total):
+                values = ", ".join(f"{t} {losses[t].mean().item():.4g}" for t in tasks)
+                raise TrainingError(f"the training loss became {total.item()} at epoch {epoch}, batch {batch_index} "
+                                    f"(task losses: {values}); lower the lr ({config['lr']}) or check the data")
             opt.zero_grad(set_to_none=True)
             scaler.scale(total).backward()
             scaler.step(opt)
@@ -101,6 +113,8 @@ def run_train(config: dict[str, Any], trial_id: str, ctx: TrialContext) -> Trial
         for t, values in evaluate_clean(model, val_loader, tasks, device, loss_options).items():
             for metric, v in values.items():
                 rows.append(_row(val_split, "val", t, metric, epoch, v))
+        if epoch < config["epochs"]:
+            save_state(ctx.checkpoints, trial_id, epoch, model, opt, sched, gen, rows)
         advance(1)
     for t, values in evaluate_clean(model, test_loader, tasks, device, loss_options).items():
         values.setdefault("error", values[tasks[t].error_metric])  # the paper's clean error, by one name
@@ -118,11 +132,20 @@ def run_train(config: dict[str, Any], trial_id: str, ctx: TrialContext) -> Trial
     sha = save_checkpoint(model, path, {"encoder": config["encoder"], "tasks": config["tasks"], "trial": trial_id})
     model_row = {
         "encoder": config["encoder"], "tasks": ",".join(config["tasks"]), "weighting": config["weighting"],
-        "epochs": config["epochs"], "checkpoint": str(path), "sha256": sha,
+        "epochs": config["epochs"], "checkpoint": _relative(path, ctx.out), "sha256": sha,
         "parameters": count_parameters(model), "macs": count_macs(model, data["image_size"]),
         "image_size": data["image_size"],
     }
+    clear_state(ctx.checkpoints, trial_id)
     return TrialResult(metrics=rows, model=model_row)
+
+
+def _relative(path: Path, out: Path) -> str:
+    """Checkpoints are stored relative to the results folder, so the folder can be moved or copied."""
+    try:
+        return str(Path(path).resolve().relative_to(Path(out).resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _row(split: str, phase: str, task: str, metric: str, step: int, value: float) -> dict[str, Any]:

@@ -65,8 +65,74 @@ def write_grid(tmp_path):
     return write
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict | None = None,
+            preexec_fn=None) -> subprocess.CompletedProcess:
     """Run the installed ``mtbench`` command in a subprocess, as a user would."""
-    env = {**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run([sys.executable, "-c", "from mtbench.cli import main; main()", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout, env=env)
+                          capture_output=True, text=True, timeout=timeout, env=env, preexec_fn=preexec_fn)
+
+
+def _postgres_bin() -> Path | None:
+    """Where initdb and pg_ctl are: on PATH, or Debian's /usr/lib/postgresql/<version>/bin."""
+    import shutil
+
+    if shutil.which("initdb") and shutil.which("pg_ctl"):
+        return Path(shutil.which("initdb")).parent
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return found[-1].parent if found else None
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A real PostgreSQL server in a temp dir (unix socket, no TCP), for this test session.
+
+    Skipped where PostgreSQL is not installed, unless MTBENCH_REQUIRE_POSTGRES is set (as .ci/run
+    does after installing Debian's package): then its absence is an error."""
+    import getpass
+    import shutil
+
+    bin_dir = _postgres_bin()
+    if bin_dir is None:
+        if os.environ.get("MTBENCH_REQUIRE_POSTGRES"):
+            pytest.fail("PostgreSQL is required (MTBENCH_REQUIRE_POSTGRES) but initdb/pg_ctl were not found")
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="mtbench-pg-"))  # not under pytest's 0700 folder: postgres must enter
+    data, sock = root / "data", root / "sock"
+    sock.mkdir()
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root: use its own system user
+        as_user = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(root, "postgres")
+        shutil.chown(sock, "postgres")
+    user = "postgres" if as_user else getpass.getuser()
+    port = 5432 + os.getpid() % 1000
+    subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data), "-U", user, "-A", "trust"], check=True,
+                   capture_output=True)
+    subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-l", str(root / "log"), "-o",
+                    f"-k {sock} -p {port} -c listen_addresses=''", "start"], check=True, capture_output=True)
+    try:
+        yield f"postgresql+psycopg://{user}@/postgres?host={sock}&port={port}"
+    finally:
+        subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """The same test on a SQLite file and on a real PostgreSQL database (a fresh schema each time)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'mtbench.db'}"
+        return
+    url = request.getfixturevalue("postgres_url")
+    from sqlalchemy import create_engine
+
+    engine = create_engine(url)
+    from mtbench.storage.schema import metadata
+
+    metadata.drop_all(engine)
+    engine.dispose()
+    yield url

@@ -43,6 +43,10 @@ def test_covariance_maths_on_constructed_gradients():
     assert aligned[("*", "sum_grad_sq")].item() == 18.0 and aligned[("*", "sum_sq_grad")].item() == 10.0
     assert aligned[("a", "grad_l1")].item() == 2.0 and aligned[("b", "grad_linf")].item() == 2.0
     assert aligned[("*", "sum_grad_l1")].item() == 6.0
+    weighted = gradient_statistics({"a": torch.tensor([[1.0, -1.0]]), "b": torch.tensor([[2.0, -2.0]])},
+                                   {"a": 0.5, "b": 0.25})
+    assert weighted[("*", "wsum_grad_sq")].item() == 2.0  # ||(1, -1)||^2
+    assert weighted[("*", "wsum_sq_grad")].item() == 1.0  # 0.25 * 2 + 0.0625 * 8
 
 
 def test_first_order_prediction_is_exact_on_a_linear_model(plugins):

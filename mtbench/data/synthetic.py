@@ -360,6 +360,22 @@ def generate(out: Path, cfg: SynthConfig, workers: int | None = None,
     return out
 
 
+def generate_once(out: Path, cfg: SynthConfig, **kwargs) -> Path:
+    """Generate unless a finished dataset with ``cfg`` is there, holding a lock file meanwhile, so that
+    concurrent workers never replace a folder another one is reading."""
+    import fcntl
+
+    out = Path(out)
+    if is_generated(out, cfg):
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f".{out.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not is_generated(out, cfg):
+            generate(out, cfg, **kwargs)
+    return out
+
+
 def is_generated(out: Path, cfg: SynthConfig) -> bool:
     """True if ``out`` holds a finished dataset made with exactly ``cfg``."""
     try:

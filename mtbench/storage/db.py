@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, delete, event, insert, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from mtbench.errors import MtbenchError
 from mtbench.storage.schema import metadata, metrics, models, runs, samples, trials
@@ -54,6 +54,18 @@ class Store:
         except (SQLAlchemyError, OSError) as exc:
             raise MtbenchError(f"cannot open the database {url!r}: {exc}") from None
 
+    def check_writable(self) -> None:
+        """Fail early, with a message, if results cannot be written (a read-only database file)."""
+        if not self.url.startswith("sqlite"):
+            return
+        try:
+            with self.engine.connect() as c:
+                c.exec_driver_sql("BEGIN IMMEDIATE")  # takes the write lock: refused on a read-only file
+                c.exec_driver_sql("ROLLBACK")
+        except SQLAlchemyError as exc:
+            raise MtbenchError(f"{self.url.removeprefix('sqlite:///')}: the database cannot be written "
+                               f"({getattr(exc, 'orig', exc)}); nothing was changed") from None
+
     # ------------------------------------------------------------------ runs
     def begin_run(self, name: str, grid_path: str, grid_text: str, version: str) -> int:
         with self.engine.begin() as c:
@@ -67,6 +79,11 @@ class Store:
             c.execute(update(runs).where(runs.c.id == run_id).values(finished_at=time.time(), status=status))
 
     # ------------------------------------------------------------------ trials
+    def latest_run(self) -> dict[str, Any] | None:
+        with self.engine.connect() as c:
+            row = c.execute(select(runs).order_by(runs.c.id.desc()).limit(1)).mappings().first()
+        return dict(row) if row else None
+
     def statuses(self, ids: Iterable[str] | None = None) -> dict[str, str]:
         q = select(trials.c.id, trials.c.status)
         if ids is not None:
@@ -86,21 +103,26 @@ class Store:
 
     def claim(self, trial_id: str, kind: str, label: str, config: Mapping, parent: str | None, run_id: int,
               version: str) -> bool:
-        """Mark a trial running for this worker; False if it is already done or held by a live worker."""
+        """Mark a trial running for this worker; False if it is done or another worker holds it.
+
+        Atomic across processes and machines: a new trial is an INSERT that only one worker can win
+        (primary key), an existing one a conditional UPDATE that only one worker can match."""
         now = time.time()
-        with self.engine.begin() as c:
-            row = c.execute(select(trials.c.status, trials.c.attempts).where(trials.c.id == trial_id)).first()
-            values = dict(status="running", worker=worker_name(), run_id=run_id, started_at=now, heartbeat_at=now,
-                          error=None, mtbench_version=version)
-            if row is None:
+        values = dict(status="running", worker=worker_name(), run_id=run_id, started_at=now, heartbeat_at=now,
+                      error=None, mtbench_version=version)
+        try:
+            with self.engine.begin() as c:
                 c.execute(insert(trials).values(
                     id=trial_id, kind=kind, label=label, parent=parent, seed=config.get("seed"),
                     config=json.dumps(config, sort_keys=True), attempts=1, **values))
-                return True
-            if row.status in ("done", "running"):
-                return False
-            c.execute(update(trials).where(trials.c.id == trial_id).values(attempts=row.attempts + 1, **values))
             return True
+        except IntegrityError:
+            pass  # it exists: claim it only if nobody holds it and it is not done
+        with self.engine.begin() as c:
+            result = c.execute(update(trials)
+                               .where((trials.c.id == trial_id) & trials.c.status.in_(("pending", "failed")))
+                               .values(attempts=trials.c.attempts + 1, **values))
+            return result.rowcount == 1
 
     def finish(self, trial_id: str, result: TrialResult, duration_s: float) -> None:
         """Store everything a trial produced and mark it done, in one transaction."""
@@ -134,7 +156,7 @@ class Store:
         with self.engine.begin() as c:
             c.execute(update(trials).where(trials.c.id == trial_id).values(heartbeat_at=time.time()))
 
-    def reset_stale(self, stale_after_s: float = 600.0) -> list[str]:
+    def reset_stale(self, stale_after_s: float = 120.0) -> list[str]:
         """Trials left ``running`` by a dead process go back to pending.
 
         A worker on this host is dead if its pid is gone; on another host, if its heartbeat is

@@ -6,7 +6,7 @@
 iterates of an attack, and ``vulnerability`` for values derived from clean and adversarial ones.
 """
 
-from sqlalchemy import Boolean, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Boolean, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text
 
 metadata = MetaData()
 
@@ -54,8 +54,8 @@ models = Table(
     Column("epochs", Integer),
     Column("checkpoint", Text),
     Column("sha256", String(64)),
-    Column("parameters", Integer),
-    Column("macs", Integer),
+    Column("parameters", BigInteger),
+    Column("macs", BigInteger),  # 6e9 for a ResNet18 at 256 px: beyond PostgreSQL's 32-bit INTEGER
     Column("image_size", Integer),
 )
 

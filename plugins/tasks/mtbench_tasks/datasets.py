@@ -10,7 +10,7 @@ from pathlib import Path
 
 from mtbench import DatasetSpec
 from mtbench.data import TaskonomyDataset, load_splits
-from mtbench.data.synthetic import SynthConfig, generate, is_generated
+from mtbench.data.synthetic import SynthConfig, generate_once
 from mtbench.errors import DataError
 
 
@@ -56,9 +56,7 @@ def prepare_synthetic(data: dict, cache_dir: Path) -> Path:
         root = Path(root).expanduser()
     else:
         root = Path(cache_dir) / f"synthetic-{cfg.size}px-{cfg.train}-{cfg.val}-{cfg.test}-seed{cfg.seed}"
-    if not is_generated(root, cfg):
-        generate(root, cfg)
-    return root
+    return generate_once(root, cfg)  # several workers may arrive at once
 
 
 DATASETS = (
