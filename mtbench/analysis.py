@@ -75,6 +75,7 @@ def gradient_statistics(grads: Mapping[str, torch.Tensor],
 
 
 def run_analysis(config: dict[str, Any], trial_id: str, ctx: TrialContext) -> TrialResult:
+    """Gradient statistics of the trial's model on the test split, clean and adversarial."""
     device = ctx.device
     model = load_trained_model(ctx, config["model"], device)
     weights = json.loads(ctx.store.trial(config["model"])["config"]).get("weights") or {}

@@ -63,6 +63,7 @@ def perturbation_norms(delta: torch.Tensor, norm: str) -> torch.Tensor:
 
 
 def run_attack(config: dict[str, Any], trial_id: str, ctx: TrialContext) -> TrialResult:
+    """Attack the trial's model (or a surrogate, for transfer) on the test split; measure every task."""
     device = ctx.device
     model = load_trained_model(ctx, config["model"], device)
     source = load_trained_model(ctx, config["source_model"], device) if config.get("source_model") else model

@@ -22,6 +22,7 @@ def paths(folder: Path, trial_id: str) -> tuple[Path, Path]:
 
 def save_state(folder: Path, trial_id: str, epoch: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                scheduler, generator: torch.Generator, rows: list[dict[str, Any]]) -> None:
+    """Write the state after ``epoch``: tensors to safetensors, the rest to JSON, both atomically."""
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)

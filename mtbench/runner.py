@@ -82,6 +82,7 @@ def schedule(todo: list[Trial], store: Store, summary: RunSummary, run_id: int, 
 
 def run_grid(grid: Grid, store: Store, out: Path, plugins: Plugins, console: Console | None = None,
              export: bool = True, poll_s: float = 1.0) -> RunSummary:
+    """Run the grid's trials that are not done, as one worker among any number sharing the store."""
     from mtbench.models import resolve_device
 
     console = console or Console(stderr=True)

@@ -57,6 +57,7 @@ def evaluate_clean(model, loader, tasks, device, loss_options) -> dict[str, dict
 
 
 def run_train(config: dict[str, Any], trial_id: str, ctx: TrialContext) -> TrialResult:
+    """Train one model (resuming after a kill), then store its clean metrics, baseline and checkpoint."""
     device = ctx.device
     torch.manual_seed(config["seed"])  # module init draws from the global RNG; seeded per trial
     tasks = {t: ctx.plugins.tasks.get(t) for t in config["tasks"]}

@@ -152,6 +152,7 @@ def multi_vs_single(ev: Evidence) -> Claim:
 
 
 def number_of_tasks(ev: Evidence) -> Claim:
+    """Spearman's rho between the number of tasks and the main task's vulnerability, per weighting."""
     text = ("vulnerability does not fall monotonically with the number of tasks when unweighted (sum); "
             "with 1/N weights (uniform) it tends to")
     vuln = metric_values(ev.frames, "vulnerability", "rel_vuln_ratio_of_means")
@@ -174,6 +175,7 @@ def number_of_tasks(ev: Evidence) -> Claim:
 
 
 def weighting_vs_adaptive(ev: Evidence) -> Claim:
+    """v(optimal) - v(uniform) for the same tasks, under PGD and under the adaptive attacks."""
     text = "weighted models look more robust than uniform ones against PGD but not against adaptive attacks"
 
     def pairs_for(attack: str, objectives) -> list[tuple[str, str]]:

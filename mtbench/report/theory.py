@@ -36,6 +36,7 @@ def _gradient_means(frames: Frames, analysis_ids: list[str]) -> dict[tuple[str, 
 
 
 def first_order_rows(frames: Frames, f: Filters) -> list[dict]:
+    """One row per attack trial of an analysed model: predicted and measured E[dL]."""
     models = model_info(frames, f)
     analysed = _analysed(frames, models)
     if not analysed:
