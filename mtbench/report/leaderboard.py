@@ -62,7 +62,7 @@ def model_info(frames: Frames, f: Filters | None = None) -> dict[str, dict[str, 
     f = f or Filters()
     sizes = {r["trial_id"]: r for r in frames.models.to_pylist()} if frames.models.num_rows else {}
     out = {}
-    for r in done(frames, "train").to_pylist():
+    for r in _without_config(done(frames, "train")).to_pylist():
         names = (r["task_names"] or "").split(",")
         if f.encoder and r["encoder"] != f.encoder:
             continue
@@ -90,7 +90,12 @@ def attack_table(frames: Frames, models: dict[str, dict], f: Filters) -> pa.Tabl
 
 def attack_info(frames: Frames, models: dict[str, dict], f: Filters) -> list[dict[str, Any]]:
     """The same as dicts."""
-    return attack_table(frames, models, f).to_pylist()
+    return _without_config(attack_table(frames, models, f)).to_pylist()
+
+
+def _without_config(table: pa.Table) -> pa.Table:
+    """Reports work from the flat columns; the raw JSON would only slow the conversion to dicts."""
+    return table.drop_columns(["config"]) if "config" in table.column_names else table
 
 
 def default_attack(frames: Frames, models: dict[str, dict], f: Filters) -> tuple[str | None, float | None]:
