@@ -61,6 +61,11 @@ def schedule(todo: list[Trial], store: Store, summary: RunSummary, run_id: int, 
         statuses = store.statuses(list(parents)) if parents else {}
         ready = next((t for t in pending if not t.parent or statuses.get(t.parent) == "done"), None)
         if ready is None:
+            revived = [by_id[p] for p in parents if statuses.get(p) in (None, "pending") and p in by_id
+                       and by_id[p] not in pending]  # a model given back (Ctrl-C) by another worker
+            if revived:
+                pending[:0] = revived
+                continue
             waiting = [t for t in pending if statuses.get(t.parent) == "running"]
             if not waiting:  # models that failed or never ran: their trials cannot run
                 for t in pending:
