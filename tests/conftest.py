@@ -29,6 +29,16 @@ def synth_root(tmp_path_factory) -> Path:
     return root
 
 
+CPU_TINY_DATA = """
+[run]
+device = "cpu"
+[data]
+image_size = 32
+train_samples = 8
+test_samples = 4
+"""
+"""The head of most test grids: CPU, 32 px synthetic images, 8 training and 4 test samples."""
+
 TINY_GRID = """
 [run]
 name = "tiny"

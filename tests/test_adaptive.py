@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import CPU_TINY_DATA, run_cli
 from mtbench.testing import attack_request, check_attack, tiny_model
 from mtbench_attacks.apgd import checkpoints
 from mtbench_attacks.ensemble import worst_case
@@ -165,14 +165,7 @@ def test_ensemble_is_at_least_as_strong_as_its_members(plugins, trained):
     assert result.info["winner"].shape == (batch[0].shape[0],)
 
 
-TRANSFER_GRID = """
-[run]
-seed = 0
-device = "cpu"
-[data]
-image_size = 32
-train_samples = 8
-test_samples = 4
+TRANSFER_GRID = CPU_TINY_DATA + """
 [train]
 encoders = ["resnet18", "xception"]
 task_sets = ["sd"]

@@ -8,7 +8,7 @@ import sqlite3
 
 import pytest
 
-from conftest import run_cli
+from conftest import CPU_TINY_DATA, run_cli
 from mtbench.advise import ALONE, AdviceRequest, evidence, store_advice, validation_set
 from mtbench.report.advice import advice_sections
 from mtbench.report.frames import load_frames
@@ -93,13 +93,7 @@ def test_statistics():
 
 def test_advise_end_to_end(tmp_path):
     base = tmp_path / "base.toml"
-    base.write_text("""
-[run]
-device = "cpu"
-[data]
-image_size = 32
-train_samples = 8
-test_samples = 4
+    base.write_text(CPU_TINY_DATA + """
 [train]
 encoders = ["resnet18"]
 task_sets = ["d"]

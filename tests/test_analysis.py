@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import run_cli
+from conftest import CPU_TINY_DATA, run_cli
 from mtbench.analysis import gradient_statistics, input_gradients
 from mtbench.models import MultiTaskModel
 from mtbench.testing import attack_request, fake_batch, tiny_model
@@ -69,13 +69,7 @@ def test_first_order_prediction_is_exact_on_a_linear_model(plugins):
     assert torch.allclose(measured, predicted, rtol=1e-9)
 
 
-GRID = """
-[run]
-device = "cpu"
-[data]
-image_size = 32
-train_samples = 8
-test_samples = 4
+GRID = CPU_TINY_DATA + """
 [train]
 encoders = ["resnet18"]
 task_sets = ["d", "dD"]

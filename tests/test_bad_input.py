@@ -15,16 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run_cli
+from conftest import CPU_TINY_DATA, run_cli
 
-BASE = """
-[run]
-device = "cpu"
-[data]
-image_size = 32
-train_samples = 8
-test_samples = 4
-{data}
+BASE = CPU_TINY_DATA + """{data}
 [train]
 encoders = ["resnet18"]
 task_sets = ["d"]

@@ -10,16 +10,10 @@ import subprocess
 import sys
 import time
 
-from conftest import run_cli
+from conftest import CPU_TINY_DATA, run_cli
 from mtbench.storage import Store
 
-GRID = """
-[run]
-device = "cpu"
-[data]
-image_size = 32
-train_samples = 8
-test_samples = 4
+GRID = CPU_TINY_DATA + """
 [train]
 encoders = ["resnet18"]
 task_sets = ["s", "d", "sd"]
