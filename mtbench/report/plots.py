@@ -6,6 +6,7 @@ show is skipped rather than drawn empty.
 
 from __future__ import annotations
 
+import json
 import re
 from collections import defaultdict
 from dataclasses import dataclass
@@ -269,8 +270,6 @@ def advice_proxy_vs_full(frames: Frames, f: Filters, out: Path) -> list[Figure]:
         points = [(task, proxy[(t, task)], v) for (t, task), v in full.items() if t == tid and (t, task) in proxy]
         if len(points) < 2:
             continue
-        import json
-
         cfg = json.loads(configs[tid])
         fig, ax = plt.subplots(figsize=(5, 4))
         ax.scatter([p[1] for p in points], [p[2] for p in points])
