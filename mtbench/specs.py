@@ -150,9 +150,14 @@ class DatasetSpec:
     ``prepare(data_config, cache_dir) -> root`` makes sure the data exists (generating it if it
     is synthetic) and returns the folder that holds it; ``open(root, split, tasks, image_size,
     limit)`` returns a ``torch.utils.data.Dataset`` of ``(image, {task: target}, {task: mask})``.
+    ``check(data_config)``, if given, runs before any work or write of ``mtbench run`` and
+    ``mtbench worker`` (not ``--dry-run``, whose grids may name folders of another machine): it
+    raises ``MtbenchError`` for settings that ``prepare`` would refuse, such as a missing folder
+    or a folder the dataset may not write into. Keep it cheap: a few file-system checks.
     """
 
     name: str
     prepare: Callable[[Mapping[str, Any], Any], Any]
     open: Callable[..., Any]
     description: str = ""
+    check: Callable[[Mapping[str, Any]], None] | None = None

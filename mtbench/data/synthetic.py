@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from mtbench.data.layout import file_name
+from mtbench.errors import DataError
 
 META_FILE = "synthetic.json"
 NO_DEPTH = 65535
@@ -330,6 +331,7 @@ def generate(out: Path, cfg: SynthConfig, workers: int | None = None,
     ``progress(n)`` is called with the number of samples each finished building added.
     """
     out = Path(out)
+    check_replaceable(out)
     jobs = []
     for split, names in cfg.buildings().items():
         for i, name in enumerate(names):
@@ -350,14 +352,51 @@ def generate(out: Path, cfg: SynthConfig, workers: int | None = None,
                 progress(n)
         (tmp / "splits.json").write_text(json.dumps(cfg.buildings(), indent=1))
         (tmp / META_FILE).write_text(json.dumps(asdict(cfg), indent=1))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        _replace_folder(tmp, out)
     finally:
         if workers > 1:
             pool.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def is_synthetic_folder(out: Path) -> bool:
+    """True if ``out`` carries mtbench's marker of a synthetic dataset (its ``synthetic.json``)."""
+    try:
+        meta = json.loads((Path(out) / META_FILE).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(meta, dict) and {"size", "seed", "version"} <= meta.keys()
+
+
+def check_replaceable(out: Path) -> None:
+    """Refuse to write a dataset over anything but a new or empty folder or one of mtbench's own.
+
+    mtbench never deletes what it did not create: a folder of papers or a results folder given as
+    the dataset's root must stay as it is."""
+    out = Path(out)
+    if not out.exists() and not out.is_symlink():
+        return
+    if out.is_symlink() or not out.is_dir():
+        raise DataError(f"{out}: exists and is not a folder; a synthetic dataset needs a new or empty folder of its "
+                        "own ([data] root or `data synth --out`)")
+    if is_synthetic_folder(out) or not any(out.iterdir()):
+        return
+    raise DataError(f"{out}: this folder holds files and is not a synthetic dataset made by mtbench (it has no "
+                    f"{META_FILE}); mtbench replaces only its own datasets, so give a new or empty folder "
+                    "([data] root or `data synth --out`)")
+
+
+def _replace_folder(new: Path, out: Path) -> None:
+    """Put ``new`` at ``out``; an old dataset there (checked again: mtbench's own) is removed only after."""
+    check_replaceable(out)
+    if out.is_dir() and any(out.iterdir()):
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}-old-", dir=out.parent))
+        out.rename(old / "data")
+        new.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        new.rename(out)  # onto nothing, or onto an empty folder (rename replaces an empty directory)
 
 
 def generate_once(out: Path, cfg: SynthConfig, **kwargs) -> Path:

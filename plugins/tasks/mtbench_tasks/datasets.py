@@ -10,7 +10,7 @@ from pathlib import Path
 
 from mtbench import DatasetSpec
 from mtbench.data import TaskonomyDataset, load_splits
-from mtbench.data.synthetic import SynthConfig, generate_once
+from mtbench.data.synthetic import SynthConfig, check_replaceable, generate_once
 from mtbench.errors import DataError
 
 
@@ -28,14 +28,19 @@ def open_split(root: Path, data: dict, split: str, tasks, image_size: int, limit
     return TaskonomyDataset(root, _buildings(Path(root), data, split), tasks, image_size, limit=limit)
 
 
-def prepare_taskonomy(data: dict, cache_dir: Path) -> Path:
+def check_taskonomy(data: dict) -> None:
     root = data.get("root")
     if not root:
         raise DataError("[data] root: the taskonomy dataset needs the folder of the download")
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise DataError(f"{root}: dataset folder does not exist ([data] root)")
-    return root
+        what = "is not a folder" if root.exists() else "does not exist"
+        raise DataError(f"{root}: dataset folder {what} ([data] root)")
+
+
+def prepare_taskonomy(data: dict, cache_dir: Path) -> Path:
+    check_taskonomy(data)
+    return Path(data["root"]).expanduser()
 
 
 def synth_config(data: dict) -> SynthConfig:
@@ -46,6 +51,12 @@ def synth_config(data: dict) -> SynthConfig:
         test=int(data["test_samples"]),
         seed=int(data.get("seed") or 0),
     )
+
+
+def check_synthetic(data: dict) -> None:
+    """A ``root`` must be new, empty or a dataset mtbench made: it is (re)generated in place."""
+    if data.get("root"):
+        check_replaceable(Path(data["root"]).expanduser())
 
 
 def prepare_synthetic(data: dict, cache_dir: Path) -> Path:
@@ -61,7 +72,9 @@ def prepare_synthetic(data: dict, cache_dir: Path) -> Path:
 
 DATASETS = (
     DatasetSpec("synthetic", prepare_synthetic, open_split,
-                "indoor scenes ray-cast in numpy, written in the official Taskonomy layout (the default)"),
+                "indoor scenes ray-cast in numpy, written in the official Taskonomy layout (the default)",
+                check=check_synthetic),
     DatasetSpec("taskonomy", prepare_taskonomy, open_split,
-                "the official Taskonomy download: <root>/<building>/<domain>/point_P_view_V_domain_<domain>.png"),
+                "the official Taskonomy download: <root>/<building>/<domain>/point_P_view_V_domain_<domain>.png",
+                check=check_taskonomy),
 )
