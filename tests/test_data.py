@@ -110,6 +110,39 @@ def test_data_check_command(broken_copy):
     assert bad.returncode == 1 and "not a readable PNG" in bad.stdout and "1 problem(s)" in bad.stdout
 
 
+def test_data_check_reports_every_missing_domain(broken_copy):
+    gone = [png_path(broken_copy, "normal"), png_path(broken_copy, "keypoints3d", p=1), png_path(broken_copy, "rgb", p=2)]
+    for path in gone:
+        path.unlink()
+    shutil.rmtree(broken_copy / "synth-train-001" / "edge_texture")
+    result = run_cli("data", "check", str(broken_copy))
+    assert result.returncode == 1 and "4 problem(s)" in result.stdout, result.stdout
+    for path in gone:
+        assert f"problem {path}: file missing" in result.stdout
+    assert f"problem {broken_copy / 'synth-train-001' / 'edge_texture'}: no edge_texture files" in result.stdout
+
+
+@pytest.mark.parametrize("building", [None, "empty-building"])
+def test_data_check_empty_folder_is_a_problem(tmp_path, building):
+    root = tmp_path / "data"
+    (root / (building or "")).mkdir(parents=True)
+    result = run_cli("data", "check", str(root))
+    assert result.returncode == 1 and "0 sample(s), 1 problem(s)" in result.stdout, result.stdout
+    assert ("no sample files" if building else "no building folders") in result.stdout
+
+
+def test_data_check_names_long_paths_whole(synth_root, tmp_path):
+    """Captured output (not a terminal) keeps each long path on one line, brackets and all."""
+    root = tmp_path / ("[bold]out[1]" + "x" * 120) / ("[/]" + "y" * 100) / "data"
+    shutil.copytree(synth_root, root)
+    path = png_path(root, "normal")
+    path.write_bytes(b"junk")
+    result = run_cli("data", "check", str(root), env={"COLUMNS": "80"})
+    assert result.returncode == 1 and len(str(path)) > 200
+    assert f"problem {path}: not a readable PNG" in result.stdout.splitlines()[-2], result.stdout
+    assert f"{root}: 3 building(s)" in result.stdout.splitlines()
+
+
 def test_only_needed_domains_are_read(plugins, broken_copy):
     shutil.rmtree(broken_copy / "synth-train-000" / "normal")
     shutil.rmtree(broken_copy / "synth-train-001" / "normal")

@@ -73,23 +73,20 @@ def html_table(s: Section) -> str:
 
 
 def _print_tables(sections: list[Section], console) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
+    """Each section as a bold title line and a table; titles, notes and cells are literal text."""
+    from mtbench.console import LiteralTable, make_console, say, wide
 
-    console = console or Console()
-    if not console.is_terminal:  # piped or redirected: do not cut columns to 80 characters
-        console = Console(width=max(console.width, 200))
+    console = wide(console or make_console())  # piped or redirected: do not cut columns to 80 characters
     for s in sections:
         if not s.rows:
-            console.print(f"[dim]{escape(s.title)}: nothing yet[/dim]")
+            say(console, f"{s.title}: nothing yet", style="dim")
             continue
-        console.print(escape(s.title), style="bold", highlight=False)  # not the table's title: rich wraps that to its width
-        table = Table(caption=escape(s.note) if s.note else None, caption_justify="left")
+        say(console, s.title, style="bold")  # not the table's title: rich wraps that to its width
+        table = LiteralTable(caption=s.note or None, caption_justify="left")
         for c in s.columns:
             numeric = any(isinstance(r.get(c), (int, float)) and not isinstance(r.get(c), bool) for r in s.rows)
-            table.add_column(escape(c), justify="right" if numeric else "left", no_wrap=c == "model",
+            table.add_column(c, justify="right" if numeric else "left", no_wrap=c == "model",
                              min_width=len(c) if numeric else None)
         for r in s.rows:
-            table.add_row(*(escape(s.cell(r, c)) for c in s.columns))
+            table.add_row(*(s.cell(r, c) for c in s.columns))
         console.print(table)
