@@ -7,6 +7,7 @@ next run. Ctrl-C gives the trial in flight back (``pending``) and stops.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import traceback
@@ -15,13 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from mtbench import __version__
+from mtbench.console import make_console, say
 from mtbench.context import TrialContext
 from mtbench.grid import Grid, Trial
 from mtbench.plugins import Plugins
+from mtbench.signals import interruptible
 from mtbench.storage import Store, export_parquet
 
 
@@ -85,12 +87,37 @@ def schedule(todo: list[Trial], store: Store, summary: RunSummary, run_id: int, 
         yield ready
 
 
+def check_data(grid: Grid, plugins: Plugins) -> None:
+    """Run each dataset's own check once per distinct ``[data]`` setting, before any work or write."""
+    seen: set[str] = set()
+    for trial in grid.trials:
+        data = trial.config.get("data")
+        key = json.dumps(data, sort_keys=True, default=str)
+        if data is None or key in seen:
+            continue
+        seen.add(key)
+        spec = plugins.datasets.get(data["dataset"])
+        if spec.check is not None:
+            spec.check(data)
+
+
 def run_grid(grid: Grid, store: Store, out: Path, plugins: Plugins, console: Console | None = None,
              export: bool = True, poll_s: float = 1.0) -> RunSummary:
-    """Run the grid's trials that are not done, as one worker among any number sharing the store."""
+    """Run the grid's trials that are not done, as one worker among any number sharing the store.
+
+    SIGTERM (a scheduler's time limit or preemption) is handled like Ctrl-C: it raises
+    :class:`mtbench.signals.Interrupted` after the trial in flight was given back, the run record
+    closed as ``interrupted`` and (with ``export``) the Parquet mirror refreshed."""
+    check_data(grid, plugins)
+    with interruptible():
+        return _run_trials(grid, store, out, plugins, console, export, poll_s)
+
+
+def _run_trials(grid: Grid, store: Store, out: Path, plugins: Plugins, console: Console | None,
+                export: bool, poll_s: float) -> RunSummary:
     from mtbench.models import resolve_device
 
-    console = console or Console(stderr=True)
+    console = console or make_console(stderr=True)
     device = resolve_device(grid.settings.run.device)
     summary = RunSummary(retried_stale=store.reset_stale())
     if summary.retried_stale:
@@ -100,8 +127,8 @@ def run_grid(grid: Grid, store: Store, out: Path, plugins: Plugins, console: Con
     summary.skipped = [t.id for t in grid.trials if statuses.get(t.id) == "done"]
     run_id = store.begin_run(grid.settings.run.name, str(grid.path), grid.text, __version__)
     status = "interrupted"
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TimeRemainingColumn(), console=console, transient=False)
+    progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
     try:
         with progress:
             overall = progress.add_task(f"{grid.settings.run.name}: trials", total=len(todo))
@@ -118,7 +145,7 @@ def run_grid(grid: Grid, store: Store, out: Path, plugins: Plugins, console: Con
                 progress.update(overall, description=f"{grid.settings.run.name}: preparing data")
                 ctx.dataset_root(todo[0].config["data"])
             for trial in schedule(todo, store, summary, run_id, poll_s):
-                progress.update(overall, description=escape(trial.label()))
+                progress.update(overall, description=trial.label())
                 _run_one(trial, ctx, store, run_id, summary, console)
                 progress.update(overall, completed=len(summary.done) + len(summary.failed) + len(summary.elsewhere))
         status = "failed" if summary.failed else "done"
@@ -146,10 +173,14 @@ def _run_one(trial: Trial, ctx: TrialContext, store: Store, run_id: int, summary
         beat.stop()
         store.fail(trial.id, "".join(traceback.format_exception(exc)))
         summary.failed[trial.id] = f"{type(exc).__name__}: {exc}"
-        console.print(f"[red]failed[/red] {escape(trial.label())} ({trial.id}): {escape(str(exc))}")
+        say(console, ("failed", "red"), f" {trial.label()} ({trial.id}): {exc}")
         return
     beat.stop()
-    store.finish(trial.id, result, time.time() - start)
+    try:
+        store.finish(trial.id, result, time.time() - start)
+    except KeyboardInterrupt:  # the transaction rolled back: the trial is not done, give it back
+        store.release(trial.id)
+        raise
     summary.done.append(trial.id)
 
 
