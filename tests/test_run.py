@@ -100,8 +100,11 @@ def test_ctrl_c_gives_the_trial_back(write_grid, tmp_path):
     db = out / "mtbench.db"
     deadline = time.time() + 120
     while time.time() < deadline:  # wait until a trial is in flight
-        if db.exists() and rows(db, "select count(*) from trials where status='running'") == [(1,)]:
-            break
+        try:
+            if db.exists() and rows(db, "select count(*) from trials where status='running'") == [(1,)]:
+                break
+        except sqlite3.OperationalError:  # the file exists before its tables do
+            pass
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
