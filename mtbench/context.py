@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,12 @@ def _no_progress(description: str, total: int) -> Callable[[int], None]:
     return lambda n=1: None
 
 
+def _warn_stderr(message: str) -> None:
+    """A plain line, not a rich print: a long path in it must stay whole (rich would wrap it). Inside
+    the runner's live progress display, rich routes it above the bars."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
 @dataclass
 class TrialContext:
     plugins: Plugins
@@ -23,6 +30,8 @@ class TrialContext:
     device: Any  # torch.device; kept untyped so this module imports no torch
     progress: Callable[[str, int], Callable[[int], None]] = _no_progress
     """``progress(description, total)`` starts an inner bar and returns ``advance(n=1)``."""
+    warn: Callable[[str], None] = _warn_stderr
+    """``warn(message)`` tells the user about a problem the trial worked around (a resume state set aside)."""
 
     @property
     def checkpoints(self) -> Path:

@@ -14,7 +14,7 @@ from mtbench.baseline import evaluate_constants, fit_constants
 from mtbench.context import TrialContext
 from mtbench.errors import TrainingError
 from mtbench.models import build_model, count_macs, count_parameters, save_checkpoint
-from mtbench.resume import clear_state, load_state, save_state
+from mtbench.resume import BadState, clear_state, load_state, save_state, set_aside
 from mtbench.storage.db import TrialResult
 
 
@@ -82,7 +82,7 @@ def run_train(config: dict[str, Any], trial_id: str, ctx: TrialContext) -> Trial
 
     rows: list[dict[str, Any]] = []
     first_epoch = 1
-    resumed = load_state(ctx.checkpoints, trial_id, model, opt, sched, gen)
+    resumed = _resume(ctx, trial_id, config["epochs"], model, opt, sched, gen)
     if resumed is not None:  # a kill interrupted this trial: go on after its last finished epoch
         first_epoch, rows = resumed[0] + 1, resumed[1]
     advance = ctx.progress("epochs", config["epochs"])
@@ -139,6 +139,18 @@ def run_train(config: dict[str, Any], trial_id: str, ctx: TrialContext) -> Trial
     }
     clear_state(ctx.checkpoints, trial_id)
     return TrialResult(metrics=rows, model=model_row)
+
+
+def _resume(ctx: TrialContext, trial_id: str, epochs: int, model, opt, sched, gen) -> tuple[int, list] | None:
+    """The resume state, if any; one that cannot be used is set aside with a warning and the trial
+    starts from epoch 1 (see mtbench.resume), rather than failing the same way on every run."""
+    try:
+        return load_state(ctx.checkpoints, trial_id, epochs, model, opt, sched, gen)
+    except BadState as exc:
+        kept = set_aside(ctx.checkpoints, trial_id, exc.label)
+        ctx.warn(f"resume state {exc.path} {exc.reason}; set aside as {', '.join(map(str, kept))}; "
+                 f"trial {trial_id} trains again from epoch 1")
+        return None
 
 
 def _relative(path: Path, out: Path) -> str:
