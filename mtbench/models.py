@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -77,17 +76,27 @@ def _sha256(path: Path) -> str:
 
 
 def save_checkpoint(model: MultiTaskModel, path: Path, config: Mapping) -> str:
-    """Write weights and config atomically; returns the weights' SHA-256."""
-    from safetensors.torch import save_file
+    """Write weights and config atomically, both complete before either replaces an old file (a
+    full disk leaves no half checkpoint, and raises a ``CheckpointError``); returns the weights' SHA-256."""
+    from mtbench.storage.files import write_files
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp), metadata={"format": "mtbench-1"})
-    os.replace(tmp, path)
-    path.with_suffix(".json").write_text(json.dumps(dict(config), indent=1, sort_keys=True))
+    text = json.dumps(dict(config), indent=1, sort_keys=True)
+    write_files({path: lambda tmp: _write_safetensors(state, tmp),
+                 path.with_suffix(".json"): lambda tmp: tmp.write_text(text)}, "the checkpoint", CheckpointError)
     return _sha256(path)
+
+
+def _write_safetensors(state: Mapping[str, torch.Tensor], path: Path) -> None:
+    """safetensors reports a failed write (a full disk) as its own error; callers expect an OSError."""
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    try:
+        save_file(dict(state), str(path), metadata={"format": "mtbench-1"})
+    except SafetensorError as exc:
+        raise OSError(str(exc)) from None
 
 
 def load_checkpoint(path: Path, sha256: str | None = None, plugins: Plugins | None = None,

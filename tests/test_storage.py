@@ -1,14 +1,23 @@
 """The store on SQLite and on PostgreSQL: claims are atomic, results land in one transaction,
-stale trials come back, reports and the Parquet mirror read either."""
+stale trials come back, reports and the Parquet mirror read either; opening never harms a database
+(readers create nothing and cannot write, foreign and newer ones are refused, older ones upgraded by writers)."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+import pytest
+from sqlalchemy import create_engine, inspect
+
+from mtbench.errors import MtbenchError
 from mtbench.report import Filters, leaderboard, load_frames
-from mtbench.storage import Store, export_parquet
+from mtbench.storage import DatabaseMissing, Store, export_parquet
 from mtbench.storage.db import TrialResult
 from mtbench.storage.fixture import ResultsWriter
+from mtbench.storage.opening import sqlite_path
+from mtbench.storage.schema import SCHEMA_VERSION
 
 
 def test_claim_finish_fail_release(db_url):
@@ -75,3 +84,87 @@ def test_reports_and_parquet_from_either_database(db_url, tmp_path):
     assert [(r["model"], r["v"]) for r in rows] == [("resnet18/sd/uniform", 0.6), ("resnet18/s/uniform", 0.8)]
     export_parquet(store, tmp_path / "parquet")
     assert leaderboard.leaderboard(load_frames(str(tmp_path / "parquet")), Filters()).rows == rows
+
+
+# ---------------------------------------------------------------- opening safely, schema versions
+
+@contextmanager
+def _inspector(url: str) -> Iterator:
+    """SQLAlchemy's inspector on a plain engine, as another program would look."""
+    engine = create_engine(url)
+    try:
+        yield inspect(engine)
+    finally:
+        engine.dispose()
+
+
+def _tables(url: str) -> set[str]:
+    """The database's tables, looked at without creating it (a missing SQLite file stays missing)."""
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        return set()
+    with _inspector(url) as inspector:
+        return set(inspector.get_table_names())
+
+
+def _sql(url: str, *statements: str) -> list:
+    """Run statements with a plain engine, as another program would; the last one's rows."""
+    engine = create_engine(url)
+    try:
+        with engine.begin() as c:
+            rows = [c.exec_driver_sql(s) for s in statements][-1]
+            return rows.all() if rows.returns_rows else []
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def foreign_db(db_url):
+    """Another program's database: one table of its own, one row."""
+    _sql(db_url, "CREATE TABLE photos (id INTEGER PRIMARY KEY, path TEXT)", "INSERT INTO photos VALUES (1, 'a.jpg')")
+    yield db_url
+    _sql(db_url, "DROP TABLE IF EXISTS photos")
+
+
+def test_a_reader_creates_nothing_and_cannot_write(db_url):
+    with pytest.raises(DatabaseMissing):
+        Store(db_url, read_only=True)
+    assert _tables(db_url) == set()
+    Store(db_url)  # a writer creates the schema
+    reader = Store(db_url, read_only=True)
+    with pytest.raises(MtbenchError, match="read-only|readonly"):  # refused by SQLite or by the server
+        reader.begin_run("t", "grid.toml", "", "0")
+    assert Store(db_url).latest_run() is None
+
+
+@pytest.mark.parametrize("read_only", [True, False], ids=["reader", "writer"])
+def test_a_foreign_database_is_refused_untouched(foreign_db, read_only):
+    with pytest.raises(MtbenchError, match="not an mtbench database .*photos"):
+        Store(foreign_db, read_only=read_only)
+    assert _tables(foreign_db) == {"photos"}
+    assert _sql(foreign_db, "SELECT * FROM photos") == [(1, "a.jpg")]
+
+
+def test_schema_versions_newer_refused_older_read_then_upgraded(db_url):
+    version = "SELECT value FROM mtbench_meta WHERE key = 'schema_version'"
+    Store(db_url)
+    assert _sql(db_url, version) == [(str(SCHEMA_VERSION),)]
+    _sql(db_url, "UPDATE mtbench_meta SET value = '99'")
+    for read_only in (True, False):
+        with pytest.raises(MtbenchError, match="made by a newer mtbench"):
+            Store(db_url, read_only=read_only)
+    assert _sql(db_url, version) == [("99",)]
+
+    _sql(db_url, "DROP TABLE mtbench_meta", "DROP INDEX ix_metrics_phase_metric_trial")  # as version 1 made it
+    assert Store(db_url, read_only=True).statuses() == {}  # read as it is ...
+    assert "mtbench_meta" not in _tables(db_url)  # ... and never migrated by a reader
+    _sql(db_url, "ALTER TABLE trials DROP COLUMN checks")  # older still: lacks a column this version reads
+    with pytest.raises(MtbenchError, match="lacks trials.checks.*mtbench run"):
+        Store(db_url, read_only=True)
+
+    Store(db_url)  # a writer upgrades it in place
+    assert _sql(db_url, version) == [(str(SCHEMA_VERSION),)]
+    with _inspector(db_url) as inspector:
+        assert "checks" in {c["name"] for c in inspector.get_columns("trials")}
+        assert "ix_metrics_phase_metric_trial" in {i["name"] for i in inspector.get_indexes("metrics")}
+    assert Store(db_url, read_only=True).statuses() == {}

@@ -53,25 +53,27 @@ def load_frames(source: str) -> Frames:
 
 
 def _from_sql(url: str) -> Frames:
+    """Read-only: a report never creates, upgrades or alters the database it reads."""
     from mtbench.storage import Store
 
-    engine = Store(url).engine
+    store = Store(url, read_only=True)
+    engine = store.engine
 
     def read_metrics(phase: str, metric: str, trial_ids: Sequence[str] | None) -> pa.Table:
         query = select(*(metrics.c[c] for c in METRIC_COLUMNS)).where(metrics.c.phase == phase,
                                                                         metrics.c.metric == metric)
         if trial_ids is not None:
             query = query.where(metrics.c.trial_id.in_(list(trial_ids)))
-        with engine.connect() as c:
+        with store.guard(), engine.connect() as c:
             return _arrow(c, query)
 
     def read_samples(trial_ids: Sequence[str], metric: str) -> pa.Table:
         query = select(*(samples.c[c] for c in SAMPLE_COLUMNS)).where(samples.c.trial_id.in_(list(trial_ids)),
                                                                         samples.c.metric == metric)
-        with engine.connect() as c:
+        with store.guard(), engine.connect() as c:
             return _arrow(c, query)
 
-    with engine.connect() as c:
+    with store.guard(), engine.connect() as c:
         return Frames(trials=flatten(_arrow(c, trial_info_query())), models=_arrow(c, select(models)),
                       runs=_arrow(c, select(runs)), read_metrics=read_metrics, read_samples=read_samples)
 
@@ -96,7 +98,13 @@ def _from_parquet(folder: Path) -> Frames:
 
     def read(name: str, filters=None, columns=None) -> pa.Table:
         path = folder / f"{name}.parquet"
-        return pq.read_table(path, filters=filters, columns=columns) if path.is_file() else pa.table({})
+        if not path.is_file():
+            return pa.table({})
+        try:
+            return pq.read_table(path, filters=filters, columns=columns)
+        except (pa.ArrowException, OSError) as exc:
+            raise MtbenchError(f"{path}: not a readable Parquet file ({exc}); `mtbench export` rewrites the "
+                               "mirror from the database") from None
 
     def read_metrics(phase: str, metric: str, trial_ids: Sequence[str] | None) -> pa.Table:
         filters = [("phase", "=", phase), ("metric", "=", metric)]

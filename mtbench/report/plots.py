@@ -12,8 +12,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from mtbench.errors import MtbenchError
 from mtbench.report.frames import Frames
 from mtbench.report.leaderboard import Filters, attack_info, default_attack, fraction, metric_values, model_info
+from mtbench.storage.files import write_files
 
 MAX_FIGURES_PER_KIND = 12
 V_LABEL = "relative vulnerability of the main task\n(err_adv - err_clean) / err_clean"
@@ -31,7 +33,10 @@ def draw_all(frames: Frames, f: Filters, out: Path) -> list[Figure]:
     import matplotlib
 
     matplotlib.use("Agg")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MtbenchError(f"{out}: cannot create the figures folder ({exc.strerror or exc})") from None
     figures: list[Figure] = []
     for draw in (error_along_steps, vulnerability_vs_tasks, vulnerability_vs_eps, vulnerability_vs_steps,
                  transfer_heatmaps, clean_vs_robust, advice_proxy_vs_full, first_order_vs_measured):
@@ -53,9 +58,11 @@ def _save(fig, out: Path, stem: str, title: str, caption: str) -> Figure:
     fig.suptitle(title)
     fig.tight_layout()
     png, svg = out / f"{stem}.png", out / f"{stem}.svg"
-    fig.savefig(png, dpi=110)
-    fig.savefig(svg)
-    plt.close(fig)
+    try:
+        write_files({png: lambda tmp: fig.savefig(tmp, format="png", dpi=110),
+                     svg: lambda tmp: fig.savefig(tmp, format="svg")}, "the figure")
+    finally:
+        plt.close(fig)
     return Figure(title, png, svg, caption)
 
 

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
+import sqlite3
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import create_engine, delete, event, insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from mtbench.errors import MtbenchError
+from mtbench.storage.opening import DatabaseMissing, database_error, display_name, integrity_problems, open_engine
 from mtbench.storage.schema import metadata, metrics, models, runs, samples, trials
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def default_url(out: Path) -> str:
@@ -38,21 +44,41 @@ class TrialResult:
     suspect: bool = False
 
 
+def _guarded(doing: str) -> Callable[[F], F]:
+    """Database errors inside a store method (a full disk, a corrupt page) become a message naming
+    the database instead of a traceback; the transaction in flight is rolled back by then."""
+    def wrap(method: F) -> F:
+        @functools.wraps(method)
+        def guarded(self: Store, *args: Any, **kwargs: Any) -> Any:
+            with self.guard(doing):
+                return method(self, *args, **kwargs)
+        return guarded  # type: ignore[return-value]
+    return wrap
+
+
 class Store:
-    def __init__(self, url: str):
+    def __init__(self, url: str, read_only: bool = False):
+        """Open the database at ``url``.
+
+        ``read_only`` is for commands that only read: nothing is created or changed, and a missing,
+        empty, foreign, corrupt or newer database is refused with a message. Otherwise the schema is
+        created in a new or empty database, or upgraded in an older mtbench one; a foreign, corrupt
+        or newer database is refused untouched."""
         self.url = url
+        self.name = display_name(url)
+        self.read_only = read_only
         try:
-            if url.startswith("sqlite:///"):
-                Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-                self.engine: Engine = create_engine(url, connect_args={"timeout": 60})
-                event.listen(self.engine, "connect", _sqlite_pragmas)
-            else:
-                self.engine = create_engine(url, pool_pre_ping=True)
-            metadata.create_all(self.engine)
-            for index in metrics.indexes:  # databases made by an older mtbench lack newer indexes
-                index.create(self.engine, checkfirst=True)
-        except (SQLAlchemyError, OSError) as exc:
-            raise MtbenchError(f"cannot open the database {url!r}: {exc}") from None
+            self.engine: Engine = open_engine(url, read_only)
+        except (SQLAlchemyError, OSError, sqlite3.Error) as exc:
+            raise database_error(self.name, exc, "read" if read_only else "open") from None
+
+    @contextmanager
+    def guard(self, doing: str = "read") -> Iterator[None]:
+        """Turn driver errors met while reading or writing into an ``MtbenchError`` naming the database."""
+        try:
+            yield
+        except (SQLAlchemyError, sqlite3.Error, self.engine.dialect.loaded_dbapi.Error) as exc:
+            raise database_error(self.name, exc, doing) from None
 
     def check_writable(self) -> None:
         """Fail early, with a message, if results cannot be written (a read-only database file)."""
@@ -63,10 +89,11 @@ class Store:
                 c.exec_driver_sql("BEGIN IMMEDIATE")  # takes the write lock: refused on a read-only file
                 c.exec_driver_sql("ROLLBACK")
         except SQLAlchemyError as exc:
-            raise MtbenchError(f"{self.url.removeprefix('sqlite:///')}: the database cannot be written "
+            raise MtbenchError(f"{self.name}: the database cannot be written "
                                f"({getattr(exc, 'orig', exc)}); nothing was changed") from None
 
     # ------------------------------------------------------------------ runs
+    @_guarded("write")
     def begin_run(self, name: str, grid_path: str, grid_text: str, version: str) -> int:
         with self.engine.begin() as c:
             return c.execute(insert(runs).values(
@@ -74,16 +101,19 @@ class Store:
                 host=socket.gethostname(), started_at=time.time(), status="running",
             )).inserted_primary_key[0]
 
+    @_guarded("write")
     def end_run(self, run_id: int, status: str) -> None:
         with self.engine.begin() as c:
             c.execute(update(runs).where(runs.c.id == run_id).values(finished_at=time.time(), status=status))
 
     # ------------------------------------------------------------------ trials
+    @_guarded("read")
     def latest_run(self) -> dict[str, Any] | None:
         with self.engine.connect() as c:
             row = c.execute(select(runs).order_by(runs.c.id.desc()).limit(1)).mappings().first()
         return dict(row) if row else None
 
+    @_guarded("read")
     def statuses(self, ids: Iterable[str] | None = None) -> dict[str, str]:
         q = select(trials.c.id, trials.c.status)
         if ids is not None:
@@ -91,16 +121,19 @@ class Store:
         with self.engine.connect() as c:
             return dict(c.execute(q).all())
 
+    @_guarded("read")
     def trial(self, trial_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as c:
             row = c.execute(select(trials).where(trials.c.id == trial_id)).mappings().first()
         return dict(row) if row else None
 
+    @_guarded("read")
     def model(self, trial_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as c:
             row = c.execute(select(models).where(models.c.trial_id == trial_id)).mappings().first()
         return dict(row) if row else None
 
+    @_guarded("write")
     def claim(self, trial_id: str, kind: str, label: str, config: Mapping, parent: str | None, run_id: int,
               version: str) -> bool:
         """Mark a trial running for this worker; False if it is done or another worker holds it.
@@ -124,6 +157,7 @@ class Store:
                                .values(attempts=trials.c.attempts + 1, **values))
             return result.rowcount == 1
 
+    @_guarded("write")
     def finish(self, trial_id: str, result: TrialResult, duration_s: float) -> None:
         """Store everything a trial produced and mark it done, in one transaction."""
         with self.engine.begin() as c:
@@ -141,21 +175,25 @@ class Store:
                 checks=json.dumps(result.checks) if result.checks is not None else None,
                 suspect=result.suspect, error=None))
 
+    @_guarded("write")
     def fail(self, trial_id: str, error: str) -> None:
         with self.engine.begin() as c:
             c.execute(update(trials).where(trials.c.id == trial_id).values(
                 status="failed", error=error, finished_at=time.time()))
 
+    @_guarded("write")
     def release(self, trial_id: str) -> None:
         """Give a trial back (Ctrl-C): it is not done and will run again next time."""
         with self.engine.begin() as c:
             c.execute(update(trials).where((trials.c.id == trial_id) & (trials.c.status == "running"))
                       .values(status="pending", worker=None))
 
+    @_guarded("write")
     def heartbeat(self, trial_id: str) -> None:
         with self.engine.begin() as c:
             c.execute(update(trials).where(trials.c.id == trial_id).values(heartbeat_at=time.time()))
 
+    @_guarded("write")
     def reset_stale(self, stale_after_s: float = 120.0) -> list[str]:
         """Trials left ``running`` by a dead process go back to pending.
 
@@ -177,16 +215,17 @@ class Store:
         return stale
 
     # ------------------------------------------------------------------ reading
+    @_guarded("read")
     def table_rows(self, name: str) -> list[dict[str, Any]]:
         table = metadata.tables[name]
         with self.engine.connect() as c:
             return [dict(r) for r in c.execute(select(table)).mappings()]
 
-    def integrity_ok(self) -> bool:
-        if not self.url.startswith("sqlite"):
-            return True
+    @_guarded("read")
+    def integrity_ok(self, quick: bool = False) -> bool:
+        """SQLite's check of every page and index (``quick``: pages only); always true on a server."""
         with self.engine.connect() as c:
-            return c.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+            return not integrity_problems(c, quick)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -201,12 +240,4 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
-    cur = dbapi_connection.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA busy_timeout=60000")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.close()
-
-
-__all__ = ["Store", "TrialResult", "default_url"]
+__all__ = ["DatabaseMissing", "Store", "TrialResult", "default_url"]

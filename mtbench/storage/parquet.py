@@ -2,33 +2,34 @@
 
 from __future__ import annotations
 
-import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mtbench.storage.files import write_files
 from mtbench.storage.schema import metadata
 
 TABLES = ("runs", "trials", "models", "metrics", "samples")
 
 
 def export_parquet(store, folder: Path) -> list[Path]:
-    """Write ``<folder>/<table>.parquet`` for every table; returns the files written."""
+    """Write ``<folder>/<table>.parquet`` for every table; returns the files written.
+
+    All tables are written before any replaces its old file, so a full disk leaves the old mirror
+    whole rather than half old, half new."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name in TABLES:
-        rows = store.table_rows(name)
-        columns = [c.name for c in metadata.tables[name].columns]
-        table = pa.Table.from_pydict({c: [r[c] for r in rows] for c in columns})
-        path = folder / f"{name}.parquet"
-        tmp = path.with_name(path.name + ".tmp")
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-        written.append(path)
-    return written
+    writers = {folder / f"{name}.parquet": partial(pq.write_table, _arrow_table(store, name)) for name in TABLES}
+    write_files(writers, "the Parquet mirror")
+    return list(writers)
+
+
+def _arrow_table(store, name: str) -> pa.Table:
+    rows = store.table_rows(name)
+    columns = [c.name for c in metadata.tables[name].columns]
+    return pa.Table.from_pydict({c: [r[c] for r in rows] for c in columns})
 
 
 def read_parquet(folder: Path, name: str) -> list[dict[str, Any]]:

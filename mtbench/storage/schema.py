@@ -4,11 +4,23 @@
 ``baseline`` for the best constant predictor of each task (fitted on the training split),
 ``clean`` (step 0) and ``adv`` (step = attack steps) for an evaluation, ``trace`` for the
 iterates of an attack, and ``vulnerability`` for values derived from clean and adversarial ones.
+
+``mtbench_meta`` holds the schema version, so that an mtbench too old for a database refuses it
+instead of misreading it. Databases made before the table existed are version 1.
 """
 
 from sqlalchemy import BigInteger, Boolean, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text
 
 metadata = MetaData()
+
+SCHEMA_VERSION = 2
+"""1: the five tables below; 2: adds ``mtbench_meta`` and the metrics (phase, metric, trial) index."""
+
+meta = Table(
+    "mtbench_meta", metadata,
+    Column("key", String(40), primary_key=True),
+    Column("value", Text, nullable=False),
+)
 
 runs = Table(
     "runs", metadata,
@@ -82,3 +94,7 @@ samples = Table(
     Column("clean", Float),
     Column("adv", Float),
 )
+
+RESULT_TABLES = ("runs", "trials", "models", "metrics", "samples")
+"""The tables every mtbench database has had since version 1: how a database without
+``mtbench_meta`` is recognised as an mtbench one."""
