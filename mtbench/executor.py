@@ -1,10 +1,17 @@
 """Hand workers to a scheduler through submitit: Slurm on a cluster, submitit's local executor for
 tests. mtbench schedules nothing itself: each job is one ``mtbench worker`` loop that claims trials
 from the shared database until none is left, so jobs may start, die or be requeued in any order.
+
+A job that Slurm stops gives its trial in flight back: ``scancel``, preemption and the time limit
+itself send SIGTERM, which the runner treats as Ctrl-C (:mod:`mtbench.signals`). The signal
+submitit asks for 90 s before the time limit (SIGUSR2, which some clusters also send on
+preemption) does the same here, and then submitit requeues the job if it was preempted or ends it
+if its time is up. Rerunning ``mtbench run ... --executor slurm`` submits workers for what is left.
 """
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +25,28 @@ def worker_job(grid: str, out: str, db: str | None) -> int:
     from mtbench.runner import run_grid
     from mtbench.storage import Store, default_url
 
+    # submitit's SIGUSR2 handler (time limit near, or preemption) raises inside whatever runs, so
+    # the trial in flight would be stored as failed; ours gives the trial back first, then lets
+    # submitit decide: requeue a preempted job, end a timed-out one
+    submitit_handler = signal.signal(signal.SIGUSR2, _time_limit_near)
     plugins = get_plugins()
     store = Store(db or default_url(Path(out)))
-    return len(run_grid(load_grid(Path(grid), plugins), store, Path(out), plugins, export=False).done)
+    try:
+        return len(run_grid(load_grid(Path(grid), plugins), store, Path(out), plugins, export=False).done)
+    except KeyboardInterrupt as stop:
+        signum = getattr(stop, "signum", signal.SIGINT)
+        if signum == signal.SIGUSR2 and callable(submitit_handler):
+            submitit_handler(signum, None)  # requeues and exits, or raises "timed-out and not checkpointable"
+        # an Exception, not an interruption, so that submitit records why the job ended
+        raise MtbenchError(f"worker stopped by {signal.Signals(signum).name}: the trial in flight went back "
+                           "to pending; rerun `mtbench run ... --executor slurm` for what is left") from None
+
+
+def _time_limit_near(signum: int, _frame: Any) -> None:
+    """SIGUSR2 from Slurm (submitit asks for ``--signal=USR2@90``): time limit near, or preemption."""
+    from mtbench.signals import Interrupted
+
+    raise Interrupted(signum)
 
 
 def slurm_parameters(settings: dict[str, Any]) -> dict[str, Any]:
@@ -39,7 +65,10 @@ def submit_workers(kind: str, grid: Path, out: Path, db: str | None, count: int,
     except ImportError:
         raise MtbenchError("--executor needs submitit: pip install 'mtbench[slurm]'") from None
     folder = Path(out) / "jobs" / "%j"
-    executor = submitit.AutoExecutor(folder=folder, cluster=None if kind == "slurm" else "local")
+    try:  # never guess: without Slurm, --executor slurm must not fall back to local jobs
+        executor = submitit.AutoExecutor(folder=folder, cluster="slurm" if kind == "slurm" else "local")
+    except RuntimeError as exc:
+        raise MtbenchError(f"--executor {kind}: {exc}") from None
     parameters = slurm_parameters(settings)
     if kind != "slurm":  # the local executor knows only the generic parameters
         parameters = {k: v for k, v in parameters.items() if k in ("timeout_min", "gpus_per_node", "cpus_per_task")}
