@@ -10,7 +10,7 @@ import pytest
 from mtbench.errors import ConfigError
 from mtbench.grid import load_grid, trial_id
 
-from conftest import TINY_GRID, run_cli
+from conftest import REPO, TINY_GRID, run_cli
 
 TEN_MISTAKES = """
 [run]
@@ -113,3 +113,26 @@ def test_dry_run_prints_trials(write_grid, tmp_path):
     result = run_cli("run", str(write_grid()), "--out", str(tmp_path / "r"), "--dry-run")
     assert result.returncode == 0, result.stderr
     assert "0 of 5 trials already done; 5 to run" in result.stdout
+
+
+def test_dry_run_checks_the_grid_not_the_data_folders(write_grid, tmp_path):
+    """The paper presets name folders of another machine: --dry-run lists their trials all the same."""
+    text = TINY_GRID.replace('dataset = "synthetic"', 'dataset = "taskonomy"\nroot = "/nonexistent/taskonomy"')
+    result = run_cli("run", str(write_grid(text)), "--out", str(tmp_path / "r"), "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "5 to run" in result.stdout
+
+
+@pytest.mark.parametrize("grid", sorted((REPO / "examples").glob("**/*.toml")), ids=lambda p: p.name)
+def test_example_grids_are_within_bounds(grid, plugins):
+    if "mtbench-extras" in grid.parts:
+        pytest.skip("needs the example plugin distribution")
+    assert load_grid(grid, plugins).trials
+
+
+def test_bounds_are_inclusive(write_grid, plugins):
+    edges = TINY_GRID.replace("image_size = 32", "image_size = 4096").replace("epochs = 1", "epochs = 100000") \
+        .replace("batch_size = 4", f"batch_size = 65536\nlr = 10\nseeds = [0, {2**32 - 1}]") \
+        .replace('eps = ["8/255"]', "eps = [1]\nstep_size = 1").replace("steps = 2", "steps = 100000")
+    trials = load_grid(write_grid(edges), plugins).trials
+    assert {t.config["seed"] for t in trials} == {0, 2**32 - 1}
