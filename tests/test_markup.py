@@ -124,9 +124,10 @@ def test_failed_trial_and_progress_are_literal(write_grid, tmp_path, plugins, mo
 def test_results_folder_with_brackets(tmp_path):
     out = tmp_path / "out[1]"
     out.mkdir()
-    result = run_cli("export", "--out", str(out))
-    assert result.returncode == 0, result.stderr
-    assert has_line_with(result.stdout, str(out / "parquet"))
+    result = run_cli("export", "--out", str(out))  # no database yet: refused, the path named literally
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert has_line_with(result.stderr, str(out / "mtbench.db"))
+    assert list(out.iterdir()) == [], "a reading command created something"
     report = run_cli("report", str(tmp_path / "none[/]"))
     assert report.returncode == 2 and "Traceback" not in report.stderr
     assert "none[/]" in report.stderr
