@@ -379,13 +379,9 @@ def report(
 
 
 def _write_text(path: Path, text: str) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
-    except OSError as exc:
-        raise MtbenchError(f"{path}: cannot write the report ({exc.strerror})") from None
+    from mtbench.storage.files import write_text
+
+    write_text(path, text, "the report")  # atomically: a full disk leaves the previous report as it was
 
 
 @app.command()
