@@ -137,6 +137,12 @@ def attack(extra: str, text: str = grid_text()) -> str:
     return text + extra + "\n"
 
 
+def foreign_database() -> bytes:
+    with sqlite3.connect(":memory:") as c:
+        c.execute("create table invoices (id integer primary key, total real)")
+        return c.serialize()
+
+
 CASES = [
     # the grid file itself
     Case("TOML syntax error", "[run\nname = 1", RUN, 2, ["not valid TOML"]),
@@ -231,6 +237,16 @@ CASES = [
     Case("dataset folder missing", grid_text(data=TASKONOMY), RUN, 2, ["/nonexistent/taskonomy"]),
     Case("dataset root is a file", grid_text(data='dataset = "taskonomy"\nroot = "{tmp}/grid.toml"'), RUN, 2,
          ["grid.toml", "is not a folder"]),
+    Case("synthetic root is a user folder", grid_text(data='root = "{tmp}/results"'), RUN, 2,
+         ["results", "not a synthetic dataset made by mtbench"]),
+    # databases that are not mtbench's (the case's file is the database)
+    Case("foreign SQLite database", foreign_database(), ["worker", "--db", "sqlite:///{grid}", "--out", "{out}"], 2,
+         ["not an mtbench database", "invoices"]),
+    Case("corrupt database", b"SQLite format 3\x00" + bytes(range(256)) * 20, ["report", "{grid}"], 2,
+         ["corrupt or not a SQLite file"]),
+    # markup-like text is shown as written
+    Case("name with markup", grid_text().replace('["resnet18"]', '["[red]x[/]"]'), DRY, 2,
+         ["train.encoders[0]", "'[red]x[/]'"]),
     # command-line options of every command
     Case("--out is a file", grid_text(), ["run", "{grid}", "--out", "{grid}"], 2, ["--out", "is a file"]),
     Case("workers 0", grid_text(), [*RUN, "--workers", "0"], 2, ["--workers"]),
