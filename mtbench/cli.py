@@ -95,7 +95,8 @@ def _writable_store(out: Path, db: str | None):
         with tempfile.TemporaryFile(dir=out):
             pass
     except OSError as exc:
-        raise MtbenchError(f"{out}: the results folder cannot be written ({exc.strerror}); nothing was changed") \
+        where = exc.filename or out
+        raise MtbenchError(f"{where}: the results folder cannot be written ({exc.strerror}); nothing was changed") \
             from None
     return store
 

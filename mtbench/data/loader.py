@@ -51,8 +51,10 @@ def load_splits(root: Path, split_file: Path | None = None) -> dict[str, list[st
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise DataError(f"{path}: split file missing; give [data] train_buildings/test_buildings or a split_file") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a valid JSON split file ({exc})") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the split file ({exc.strerror})") from None
     if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
         raise DataError(f"{path}: expected an object mapping split names to lists of buildings")
     return {k: [str(b) for b in v] for k, v in data.items()}

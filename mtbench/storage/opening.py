@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy import Column, Table, create_engine, delete, event, inspect, insert, select
 from sqlalchemy.engine import Connection, Engine, make_url
 
@@ -47,8 +48,12 @@ def sqlite_path(url: str) -> Path | None:
 
 def display_name(url: str) -> str:
     """How messages name a database: its file, or its URL without the password."""
-    path = sqlite_path(url)
-    return str(path) if path is not None else make_url(url).render_as_string(hide_password=True)
+    try:
+        path = sqlite_path(url)
+        return str(path) if path is not None else make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        raise MtbenchError(f"--db {url!r}: not a database URL; expected a URL such as sqlite:///results/mtbench.db "
+                           "or postgresql+psycopg://user@host/db") from None
 
 
 def database_error(name: str, exc: BaseException, doing: str) -> MtbenchError:
