@@ -44,7 +44,9 @@ print(*(s.getsockname()[1] for s in socks))' "$1"
 
 install() {
     local missing=()
-    for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+    for p in "${PACKAGES[@]}"; do  # removed packages keep a "deinstall ... config-files" status
+        dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q 'ok installed$' || missing+=("$p")
+    done
     ((${#missing[@]})) || return 0
     log "installing ${missing[*]}"
     apt-get update -qq
@@ -146,7 +148,7 @@ start_mariadb() {
 start() {
     if running; then log "already running ($(cat "$DIR/etc/README"))"; return 0; fi
     stop 2>/dev/null || true  # leftovers of a half-started cluster
-    trap 'log "start failed: stopping what was started"; stop' ERR
+    trap 'trap - ERR; log "start failed: stopping what was started"; stop' ERR
     install
     configure
     runuser -u munge -- munged --socket="$DIR/munge/munge.socket" --key-file="$DIR/munge/munge.key" \
@@ -158,7 +160,11 @@ start() {
     sacctmgr -i add cluster mtbench >/dev/null
     slurmctld
     slurmd
-    if [[ ! -e $LINK && ! -L $LINK ]]; then mkdir -p /etc/slurm && ln -s "$CONF" "$LINK"; fi
+    if [[ ! -e $LINK && ! -L $LINK ]]; then
+        mkdir -p /etc/slurm && ln -s "$CONF" "$LINK"
+    elif [[ $(readlink "$LINK") != "$CONF" ]]; then
+        log "$LINK belongs to another cluster: export SLURM_CONF=$CONF to use this one"
+    fi
     wait_for 30 "the idle node" sh -c 'sinfo -h -o %t | grep -qx idle'
     log "started: $(cat "$DIR/etc/README")"
 }
