@@ -29,7 +29,7 @@ running() {
 }
 
 wait_for() {  # wait_for SECONDS WHAT COMMAND...: poll until COMMAND succeeds
-    local what=$2 end=$((SECONDS + $1)); shift 2
+    local limit=$1 what=$2 end=$((SECONDS + $1)); shift 2
     while ((SECONDS < end)); do timeout 10 "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
     log "$what did not come up within ${limit}s; logs in $DIR/log:"; tail -n 20 "$DIR"/{log,munge,mysql}/*.log >&2 || true
     return 1
