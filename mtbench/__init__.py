@@ -11,6 +11,8 @@ import pluggy
 
 from mtbench.errors import ConfigError, MtbenchError, PluginError
 from mtbench.specs import (
+    AdaptiveObjective,
+    Aggregate,
     AttackRequest,
     AttackResult,
     AttackSpec,
@@ -18,7 +20,9 @@ from mtbench.specs import (
     Domain,
     EncoderSpec,
     MetricSpec,
+    Objective,
     ObjectiveSpec,
+    Statistics,
     TaskSpec,
 )
 
@@ -30,6 +34,8 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 hookimpl = pluggy.HookimplMarker("mtbench")
 
 __all__ = [
+    "AdaptiveObjective",
+    "Aggregate",
     "AttackRequest",
     "AttackResult",
     "AttackSpec",
@@ -39,8 +45,10 @@ __all__ = [
     "EncoderSpec",
     "MetricSpec",
     "MtbenchError",
+    "Objective",
     "ObjectiveSpec",
     "PluginError",
+    "Statistics",
     "TaskSpec",
     "__version__",
     "hookimpl",

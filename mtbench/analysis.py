@@ -2,8 +2,8 @@
 
 For a trained model, per test sample and per task, the gradient g_i of the task's per-sample loss
 with respect to the input (one forward, one backward per task), on clean points and on adversarial
-points (the all-task ``sum`` attack of the trial's config). Stored per sample (table ``samples``,
-columns clean / adv) and as means (phase ``analysis``):
+points (the trial's attack on all tasks with the default objective, the sum of their losses).
+Stored per sample (table ``samples``, columns clean / adv) and as means (phase ``analysis``):
 
 - ``grad_l1``, ``grad_l2``, ``grad_linf`` of every task: the dual norms of the L-inf, L2 and L1
   attacks, so that eps * E||g||_q is the first-order prediction of E[dL];
@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from mtbench.context import TrialContext
+from mtbench.defaults import DEFAULT_OBJECTIVE
 from mtbench.evaluate import load_trained_model, prepare_for_attack
 from mtbench.specs import AttackRequest, TaskSpec
 from mtbench.storage.db import TrialResult
@@ -85,7 +86,7 @@ def run_analysis(config: dict[str, Any], trial_id: str, ctx: TrialContext) -> Tr
     tasks = {t: ctx.plugins.tasks.get(t) for t in model.tasks}
     attack = ctx.plugins.attacks.get(config["attack"])
     attacked = tuple(tasks)
-    objective = ctx.plugins.objectives.get("sum").make(attacked, None)
+    objective = ctx.plugins.objectives.get(DEFAULT_OBJECTIVE).make(attacked, None)
     data = config["data"]
     loader = DataLoader(ctx.open_split(data, "test", tasks, data["test_samples"]), batch_size=config["batch_size"])
     generator = torch.Generator().manual_seed(config["seed"])

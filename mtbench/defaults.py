@@ -36,6 +36,9 @@ ADVICE_ENCODER = "resnet50"
 SURROGATE_ENCODER = "resnet18"
 """The small encoder of the advisor's surrogate proxy."""
 
+KIT_TASKS = ("segment_semantic", "depth_zbuffer")
+"""The tasks ``mtbench.testing.check_attack`` attacks unless told: one classification, one regression."""
+
 PAPER_SIZES: dict[str, tuple[float, float]] = {
     "resnet18": (14.19, 6.09), "resnet50": (29.66, 9.90), "xception": (4.33, 3.64),
     "resnet152": (64.30, 19.64), "wide_resnet50_2": (72.99, 19.45),

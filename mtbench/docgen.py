@@ -18,10 +18,9 @@ from pydantic_core import PydanticUndefined
 
 from mtbench import hookspecs, specs
 from mtbench.grid import AnalysisSection, AttackSection, DataSection, ExecutorSection, RunSection, TrainSection
+from mtbench.kinds import KINDS
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-SPEC_CLASSES = (specs.EncoderSpec, specs.TaskSpec, specs.Domain, specs.MetricSpec, specs.AttackSpec,
-                specs.AttackRequest, specs.AttackResult, specs.ObjectiveSpec, specs.DatasetSpec)
 GRID_SECTIONS = (("[run]", RunSection), ("[data]", DataSection), ("[train]", TrainSection),
                  ("[[attack]] (repeatable)", AttackSection), ("[[analysis]] (repeatable)", AnalysisSection),
                  ("[executor]", ExecutorSection))
@@ -63,15 +62,27 @@ def grid_reference() -> str:
     return "\n".join(lines)
 
 
+def _defined_in_specs(predicate) -> list[type]:
+    """The classes of mtbench/specs.py that satisfy ``predicate``, in the order they are defined."""
+    return [c for c in vars(specs).values()
+            if isinstance(c, type) and c.__module__ == specs.__name__ and predicate(c)]
+
+
+def _signature(fn) -> str:
+    return str(inspect.signature(fn)).replace("'", "").replace("(self, ", "(").replace("(self)", "()")
+
+
 def hook_reference() -> str:
-    lines = [GENERATED.format(source="mtbench/hookspecs.py and mtbench/specs.py"), "# Hook reference", "",
-             inspect.getdoc(hookspecs) or "", ""]
-    for name, fn in inspect.getmembers(hookspecs, inspect.isfunction):
-        if not name.startswith("mtbench_"):
-            continue
-        lines += [f"## `{name}{inspect.signature(fn)}`".replace("'", ""), "", inspect.getdoc(fn) or "", ""]
+    lines = [GENERATED.format(source="mtbench/kinds.py, mtbench/hookspecs.py and mtbench/specs.py"),
+             "# Hook reference", "", inspect.getdoc(hookspecs) or "", "", "## Plugin kinds", "",
+             "| kind | hook | returns a list of | what it is |", "|---|---|---|---|"]
+    lines += [f"| {k.name} | `{k.hook}` | `{k.spec.__name__}` | {k.description} |" for k in KINDS]
+    lines.append("")
+    for kind in KINDS:
+        fn = getattr(hookspecs, kind.hook)
+        lines += [f"## `{kind.hook}{_signature(fn)}`", "", inspect.getdoc(fn) or "", ""]
     lines += ["# Spec classes", "", "Frozen dataclasses, importable from `mtbench`.", ""]
-    for cls in SPEC_CLASSES:
+    for cls in _defined_in_specs(dataclasses.is_dataclass):
         lines += [f"## `{cls.__name__}`", "", inspect.getdoc(cls) or "", "", "| field | type | default |",
                   "|---|---|---|"]
         for f in dataclasses.fields(cls):
@@ -82,6 +93,15 @@ def hook_reference() -> str:
                 default = f"`{f.default_factory()!r}`"
             lines.append(f"| `{f.name}` | `{_type_name(f.type)}` | {default} |")
         lines.append("")
+    lines += ["# Callables", "", "What the specs' callables receive and return, as `typing.Protocol` classes of "
+              "`mtbench.specs`. `Losses` is `Mapping[str, Tensor]`: every task of the model -> its per-sample "
+              "loss (B,).", ""]
+    for cls in _defined_in_specs(lambda c: getattr(c, "_is_protocol", False)):
+        methods = [f"{name}{_signature(fn)}" for name, fn in vars(cls).items()
+                   if inspect.isfunction(fn) and (name == "__call__" or not name.startswith("_"))]
+        bases = [b.__name__ for b in cls.__bases__ if b.__module__ == specs.__name__]
+        lines += [f"## `{cls.__name__}`" + (f" (an `{'`, `'.join(bases)}`)" if bases else ""), "",
+                  inspect.getdoc(cls) or "", "", "```python", *methods, "```", ""]
     return "\n".join(lines)
 
 

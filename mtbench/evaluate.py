@@ -1,9 +1,10 @@
 """An attack trial: attack a trained model on the test split and measure every task, attacked or not.
 
-Stores clean and adversarial means (``clean`` / ``adv`` phases), per-step traces, per-sample values
-(so means of ratios and ratios of means can both be computed) and the derived vulnerabilities:
-relative task vulnerability both ways and E[dL] = mean |L_adv - L_clean|. Sanity checks run on
-every trial; a failed one marks the trial suspect.
+Stores clean and adversarial values over the split (``clean`` / ``adv`` phases: the mean of each
+metric's per-sample values, or its aggregate of per-sample statistics), per-step traces, per-sample
+values (so means of ratios and ratios of means can both be computed) and the derived
+vulnerabilities: relative task vulnerability both ways and E[dL] = mean |L_adv - L_clean|. Sanity
+checks run on every trial; a failed one marks the trial suspect.
 """
 
 from __future__ import annotations
@@ -20,24 +21,11 @@ from mtbench.context import TrialContext
 from mtbench.errors import MtbenchError
 from mtbench.fold import fold_batchnorm
 from mtbench.models import load_checkpoint
-from mtbench.specs import AttackRequest
+from mtbench.measure import SplitRecord, measure
+from mtbench.specs import AdaptiveObjective, AttackRequest, start_objective
 from mtbench.storage.db import TrialResult
 
 TOLERANCE = 1e-5
-
-
-def per_sample_values(model, images, targets, masks, tasks) -> dict[str, dict[str, torch.Tensor]]:
-    """Loss and every metric per sample of every task (no gradients)."""
-    with torch.no_grad():
-        outputs = model(images)
-        out = {}
-        for t, spec in tasks.items():
-            values = {"loss": spec.loss(outputs[t], targets[t], masks[t])}
-            for m in spec.metrics:
-                values[m.name] = m.fn(outputs[t], targets[t], masks[t])
-            out[t] = values
-    return out
-
 
 def prepare_for_attack(model: nn.Module, images: torch.Tensor | None = None):
     """The model the attack differentiates: a frozen copy with BatchNorms folded into their convolutions
@@ -78,8 +66,7 @@ def run_attack(config: dict[str, Any], trial_id: str, ctx: TrialContext) -> Tria
                         batch_size=config["batch_size"])
     generator = torch.Generator().manual_seed(config["seed"])
 
-    clean_all: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
-    adv_all: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    clean_all, adv_all = SplitRecord(), SplitRecord()
     trace_sums: dict[tuple[int, str, str], float] = defaultdict(float)
     checks = {"in_ball": True, "in_box": True, "finite": True, "objective_not_lower": True, "eval_mode": True,
               "eps0_is_clean": True, "max_norm": 0.0, "objective_lower_samples": 0}
@@ -98,10 +85,10 @@ def run_attack(config: dict[str, Any], trial_id: str, ctx: TrialContext) -> Tria
             restarts=config["restarts"], paper_compat=config["paper_compat"], trace=config.get("trace", True),
             options=config.get("options", {}),
         )
-        clean = per_sample_values(model, images, targets, masks, tasks)
-        if hasattr(objective, "start"):  # adaptive objectives measure progress from the clean losses
-            start = clean if source is model else per_sample_values(source, images, targets, masks, source_tasks)
-            objective.start({t: d["loss"] for t, d in start.items()})
+        clean = measure(model, images, targets, masks, tasks)
+        if isinstance(objective, AdaptiveObjective):  # it measures progress from the clean losses
+            start = clean if source is model else measure(source, images, targets, masks, source_tasks)
+            objective.start(start.losses())
         result = attack.run(request)
         x_adv = result.adversarial.detach()
         if x_adv.shape != images.shape or not x_adv.dtype.is_floating_point:
@@ -112,20 +99,18 @@ def run_attack(config: dict[str, Any], trial_id: str, ctx: TrialContext) -> Tria
         if "winner" in result.info:
             winners.append(result.info["winner"].cpu())
             members = result.info["members"]
-        adv = per_sample_values(model, x_adv, targets, masks, tasks)
-        for t in tasks:
-            for metric in clean[t]:
-                clean_all[t][metric].append(clean[t][metric].cpu())
-                adv_all[t][metric].append(adv[t][metric].cpu())
+        adv = measure(model, x_adv, targets, masks, tasks)
+        clean_all.add(clean)
+        adv_all.add(adv)
         for step, point in enumerate(result.trace):
             for t, values in point.items():
                 for metric, v in values.items():
                     trace_sums[(step, t, metric)] += v.sum().item()
                     if t in tasks and metric == tasks[t].error_metric != "error":  # one name across tasks
                         trace_sums[(step, t, "error")] += v.sum().item()
-        _check(checks, images, x_adv, config, objective, clean, adv)
+        _check(checks, images, x_adv, config, objective, clean.values, adv.values)
         if batch_index == 0:
-            _check_eps0(checks, attack, request, images, tasks, clean)
+            _check_eps0(checks, attack, request, images)
         n += images.shape[0]
         advance(1)
 
@@ -166,7 +151,7 @@ def _check(checks, images, x_adv, config, objective, clean, adv) -> None:
     checks["objective_not_lower"] &= bool(obj_adv.mean() >= obj_clean.mean() - 1e-6)
 
 
-def _check_eps0(checks, attack, request: AttackRequest, images, tasks, clean) -> None:
+def _check_eps0(checks, attack, request: AttackRequest, images) -> None:
     """The same attack with eps = 0 must return the clean images (one step is enough to tell)."""
     zero = AttackRequest(**{**request.__dict__, "eps": 0.0, "steps": 1, "restarts": 1, "trace": False,
                             "paper_compat": False, "generator": torch.Generator().manual_seed(0)})
@@ -174,7 +159,8 @@ def _check_eps0(checks, attack, request: AttackRequest, images, tasks, clean) ->
     checks["eps0_is_clean"] = bool(torch.allclose(x0, images, atol=1e-7))
 
 
-def _metric_rows(config, tasks, attacked, clean_all, adv_all, trace_sums, n, objective) -> list[dict]:
+def _metric_rows(config, tasks, attacked, clean_all: SplitRecord, adv_all: SplitRecord, trace_sums, n,
+                 objective) -> list[dict]:
     rows: list[dict[str, Any]] = []
     steps = config["steps"]
 
@@ -183,26 +169,27 @@ def _metric_rows(config, tasks, attacked, clean_all, adv_all, trace_sums, n, obj
                      "metric": metric, "step": step, "value": float(value)})
 
     for t, spec in tasks.items():
-        for metric in clean_all[t]:
-            c = torch.cat(clean_all[t][metric])
-            a = torch.cat(adv_all[t][metric])
-            row("clean", t, metric, 0, c.mean())
-            row("adv", t, metric, steps, a.mean())
-        err = spec.error_metric
-        c, a = torch.cat(clean_all[t][err]), torch.cat(adv_all[t][err])
-        sign = -1.0 if spec.metric(err).higher_is_better else 1.0
-        row("vulnerability", t, "error_clean", 0, c.mean())
-        row("vulnerability", t, "error_adv", steps, a.mean())
-        row("vulnerability", t, "rel_vuln_ratio_of_means", steps, sign * (a.mean() - c.mean()) / c.mean().clamp_min(1e-12))
+        lc, la = clean_all.per_sample(t, "loss"), adv_all.per_sample(t, "loss")
+        row("clean", t, "loss", 0, lc.mean())
+        row("adv", t, "loss", steps, la.mean())
+        for m in spec.metrics:
+            row("clean", t, m.name, 0, clean_all.split_value(t, m))
+            row("adv", t, m.name, steps, adv_all.split_value(t, m))
+        err = spec.metric(spec.error_metric)
+        c, a = clean_all.per_sample(t, err.name), adv_all.per_sample(t, err.name)
+        c_split, a_split = clean_all.split_value(t, err), adv_all.split_value(t, err)
+        sign = -1.0 if err.higher_is_better else 1.0
+        row("vulnerability", t, "error_clean", 0, c_split)
+        row("vulnerability", t, "error_adv", steps, a_split)
+        row("vulnerability", t, "rel_vuln_ratio_of_means", steps, sign * (a_split - c_split) / c_split.clamp_min(1e-12))
         valid = c.abs() > 1e-12
         row("vulnerability", t, "rel_vuln_mean_of_ratios", steps,
             (sign * (a[valid] - c[valid]) / c[valid]).mean() if valid.any() else float("nan"))
-        lc, la = torch.cat(clean_all[t]["loss"]), torch.cat(adv_all[t]["loss"])
         row("vulnerability", t, "delta_loss", steps, (la - lc).abs().mean())
-    if hasattr(objective, "start"):  # progress over the whole split, from its clean losses
-        objective.start({t: torch.cat(clean_all[t]["loss"]) for t in attacked})
-    obj_c = objective({t: torch.cat(clean_all[t]["loss"]) for t in tasks})
-    obj_a = objective({t: torch.cat(adv_all[t]["loss"]) for t in tasks})
+    clean_losses = {t: clean_all.per_sample(t, "loss") for t in tasks}
+    start_objective(objective, clean_losses)  # progress over the whole split, from its clean losses
+    obj_c = objective(clean_losses)
+    obj_a = objective({t: adv_all.per_sample(t, "loss") for t in tasks})
     rows.append({"split": "test", "phase": "vulnerability", "task": "objective", "attacked": True,
                  "metric": "delta_loss", "step": steps, "value": float((obj_a - obj_c).abs().mean())})
     for (step, t, metric), total in sorted(trace_sums.items()):
@@ -211,13 +198,13 @@ def _metric_rows(config, tasks, attacked, clean_all, adv_all, trace_sums, n, obj
     return rows
 
 
-def _sample_rows(tasks, attacked, clean_all, adv_all) -> list[dict]:
+def _sample_rows(tasks, attacked, clean_all: SplitRecord, adv_all: SplitRecord) -> list[dict]:
     """Per-sample clean and adversarial values of every metric; the error metric also as ``error``."""
     rows = []
     for t, spec in tasks.items():
-        for metric in clean_all[t]:
-            c = torch.cat(clean_all[t][metric]).tolist()
-            a = torch.cat(adv_all[t][metric]).tolist()
+        for metric in clean_all.names(t):
+            c = clean_all.per_sample(t, metric).tolist()
+            a = adv_all.per_sample(t, metric).tolist()
             names = [metric] + (["error"] if metric == spec.error_metric != "error" else [])
             rows.extend({"sample": i, "task": t, "attacked": t in attacked, "metric": name, "clean": ci, "adv": ai}
                         for name in names for i, (ci, ai) in enumerate(zip(c, a)))

@@ -1,8 +1,9 @@
 """The hooks a plugin can implement: the contract between mtbench and its plugins.
 
 Every hook is a *collecting* hook: mtbench calls all implementations and gathers what they
-return. A plugin is any module or object with functions decorated by ``mtbench.hookimpl`` and
-named like the hooks below, registered under the entry-point group ``mtbench``::
+return. There is one hook per kind of plugin; :data:`mtbench.kinds.KINDS` lists them with their
+spec classes. A plugin is any module or object with functions decorated by ``mtbench.hookimpl``
+and named like the hooks below, registered under the entry-point group ``mtbench``::
 
     [project.entry-points.mtbench]
     my_plugin = "my_package.plugin"
@@ -36,7 +37,9 @@ def mtbench_register_tasks() -> list[TaskSpec]:
 
     A :class:`~mtbench.specs.TaskSpec` says which on-disk domains its label is decoded from, how
     (``decode``), the head width, a per-sample loss and named per-sample metrics. The one-letter
-    ``code`` is what grid files may use in task sets (``"sd"``); it must be unique too.
+    ``code`` is what grid files may use in task sets (``"sd"``); it must be unique too. A metric's
+    value over a split is the mean of its per-sample values unless its
+    :class:`~mtbench.specs.MetricSpec` gives ``statistics`` and an ``aggregate`` (dataset mIoU).
     """
 
 
@@ -56,10 +59,18 @@ def mtbench_register_objectives() -> list[ObjectiveSpec]:
     """Return the attack objectives this plugin provides.
 
     An objective turns the per-sample losses of the model's tasks into the one per-sample scalar
-    an attack ascends (the sum over the attacked tasks, a weighted sum, ...).
+    an attack ascends (the sum over the attacked tasks, a weighted sum, ...). One that measures
+    progress from the clean point (WGD) also has ``start(losses)``, which mtbench calls with the
+    clean losses before every attacked batch: see :class:`~mtbench.specs.AdaptiveObjective`.
     """
 
 
 @hookspec
 def mtbench_register_datasets() -> list[DatasetSpec]:
-    """Return the datasets this plugin provides (the real Taskonomy layout, generated data, ...)."""
+    """Return the datasets this plugin provides (the real Taskonomy layout, generated data, ...).
+
+    A :class:`~mtbench.specs.DatasetSpec` prepares the data of a ``[data]`` section once
+    (``prepare(data, cache_dir) -> root``) and opens a split of it
+    (``open(root, data, split, tasks, image_size, limit) -> Dataset``); an optional cheap
+    ``check(data)`` refuses bad settings before a run does any work.
+    """

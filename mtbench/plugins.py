@@ -19,16 +19,10 @@ import pluggy
 
 from mtbench import hookspecs
 from mtbench.errors import PluginError
+from mtbench.kinds import KINDS, Kind
 from mtbench.specs import AttackSpec, DatasetSpec, EncoderSpec, ObjectiveSpec, TaskSpec
 
 GROUP = "mtbench"
-KINDS: dict[str, tuple[str, type]] = {
-    "encoder": ("mtbench_register_encoders", EncoderSpec),
-    "task": ("mtbench_register_tasks", TaskSpec),
-    "attack": ("mtbench_register_attacks", AttackSpec),
-    "objective": ("mtbench_register_objectives", ObjectiveSpec),
-    "dataset": ("mtbench_register_datasets", DatasetSpec),
-}
 
 S = TypeVar("S")
 
@@ -113,7 +107,8 @@ class TaskRegistry(Registry[TaskSpec]):
 
 @dataclass
 class Plugins:
-    """Everything registered: one registry per kind, plus the distributions that were loaded."""
+    """Everything registered: one registry per kind (named in :data:`mtbench.kinds.KINDS`), plus the
+    distributions that were loaded."""
 
     encoders: Registry[EncoderSpec]
     tasks: TaskRegistry
@@ -123,13 +118,8 @@ class Plugins:
     distributions: dict[str, str]  # plugin name -> distribution
 
     def by_kind(self) -> dict[str, Registry[Any]]:
-        return {
-            "encoder": self.encoders,
-            "task": self.tasks,
-            "attack": self.attacks,
-            "objective": self.objectives,
-            "dataset": self.datasets,
-        }
+        """Kind name -> its registry, in the order of :data:`mtbench.kinds.KINDS`."""
+        return {kind.name: getattr(self, kind.registry) for kind in KINDS}
 
 
 def _distribution_name(ep: EntryPoint) -> str:
@@ -171,13 +161,13 @@ def _register(pm: pluggy.PluginManager, plugin: object, name: str, dist: str) ->
         pm.check_pending()  # a hookimpl whose name matches no hook (a typo) fails here
     except pluggy.PluginValidationError as exc:
         pm.unregister(name=name)
-        hooks = ", ".join(n for n in dir(hookspecs) if n.startswith("mtbench_"))
+        hooks = ", ".join(kind.hook for kind in KINDS)
         raise PluginError(f"the mtbench plugin {name!r} from {dist!r} is invalid: {exc}. "
                           f"Hook implementations must be named one of: {hooks}") from exc
 
 
-def _collect(pm: pluggy.PluginManager, providers: dict[str, str], kind: str) -> list[Entry[Any]]:
-    hook_name, spec_type = KINDS[kind]
+def _collect(pm: pluggy.PluginManager, providers: dict[str, str], kind: Kind) -> list[Entry[Any]]:
+    hook_name, spec_type = kind.hook, kind.spec
     entries: list[Entry[Any]] = []
     for impl in getattr(pm.hook, hook_name).get_hookimpls():
         provider = providers.get(impl.plugin_name, impl.plugin_name)
@@ -196,7 +186,7 @@ def _collect(pm: pluggy.PluginManager, providers: dict[str, str], kind: str) -> 
             missing = [f.name for f in dataclasses.fields(spec) if getattr(spec, f.name) is None
                        and f.default is dataclasses.MISSING]
             if missing:
-                raise PluginError(f"{kind} spec {getattr(spec, 'name', '?')!r} from {provider!r} lacks {missing}")
+                raise PluginError(f"{kind.name} spec {getattr(spec, 'name', '?')!r} from {provider!r} lacks {missing}")
             entries.append(Entry(spec, provider))
     return entries
 
@@ -204,14 +194,10 @@ def _collect(pm: pluggy.PluginManager, providers: dict[str, str], kind: str) -> 
 def load_plugins(extra: Iterable[tuple[str, object]] = ()) -> Plugins:
     """Load and validate every installed plugin (uncached: use :func:`get_plugins` normally)."""
     pm, providers = make_plugin_manager(extra)
-    return Plugins(
-        encoders=Registry("encoder", _collect(pm, providers, "encoder")),
-        tasks=TaskRegistry(_collect(pm, providers, "task")),
-        attacks=Registry("attack", _collect(pm, providers, "attack")),
-        objectives=Registry("objective", _collect(pm, providers, "objective")),
-        datasets=Registry("dataset", _collect(pm, providers, "dataset")),
-        distributions=providers,
-    )
+    registries: dict[str, Registry[Any]] = {kind.registry: Registry(kind.name, _collect(pm, providers, kind))
+                                            for kind in KINDS}
+    registries["tasks"] = TaskRegistry(registries["tasks"])  # tasks are also looked up by their code
+    return Plugins(**registries, distributions=providers)
 
 
 @functools.cache

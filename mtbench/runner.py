@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from mtbench import __version__
 from mtbench.console import make_console, say
 from mtbench.context import TrialContext
+from mtbench.defaults import check_defaults
 from mtbench.grid import Grid, Trial
 from mtbench.plugins import Plugins
 from mtbench.signals import interruptible
@@ -109,6 +110,7 @@ def run_grid(grid: Grid, store: Store, out: Path, plugins: Plugins, console: Con
     :class:`mtbench.signals.Interrupted` after the trial in flight was given back, the run record
     closed as ``interrupted`` and (with ``export``) the Parquet mirror refreshed."""
     check_data(grid, plugins)
+    check_defaults(plugins)  # every path that runs trials (CLI, local workers, Slurm jobs) passes here
     with interruptible():
         return _run_trials(grid, store, out, plugins, console, export, poll_s)
 

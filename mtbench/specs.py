@@ -1,21 +1,97 @@
-"""Frozen dataclasses that plugins return from the collecting hooks.
+"""Frozen dataclasses that plugins return from the collecting hooks, and the callables they carry.
 
-Heavy objects (``nn.Module``) are never built at registration time: a spec carries a factory.
+Heavy objects (``nn.Module``) are never built at registration time: a spec carries a factory. The
+callables a spec carries are typed by the protocols below, so the contract states what mtbench
+passes and what it expects back rather than ``Callable[..., Any]``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:  # keep `import mtbench` free of torch for the report command
     import numpy as np
     import torch
     from torch import nn
+    from torch.utils.data import Dataset
 
-PerSample = Callable[["torch.Tensor", "torch.Tensor", "torch.Tensor"], "torch.Tensor"]
-"""``f(pred, target, mask) -> Tensor (B,)``: one value per sample."""
+Losses = Mapping[str, "torch.Tensor"]
+"""Task name -> per-sample loss (B,), for every task of the model."""
+
+
+class PerSample(Protocol):
+    """A metric's per-sample form: one value per sample, shape (B,)."""
+
+    def __call__(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor: ...
+
+
+class Statistics(Protocol):
+    """Per-sample statistics, shape (B, K), that an ``Aggregate`` turns into a split's value
+    (segmentation: each class's intersection and union pixel counts)."""
+
+    def __call__(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor: ...
+
+
+class Aggregate(Protocol):
+    """The split's value (a 0-dim tensor) from the statistics of all its samples, stacked (N, K)."""
+
+    def __call__(self, statistics: torch.Tensor) -> torch.Tensor: ...
+
+
+class Objective(Protocol):
+    """What an attack ascends: the per-sample losses of every task in, one value per sample (B,) out."""
+
+    def __call__(self, losses: Losses) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class AdaptiveObjective(Objective, Protocol):
+    """An objective that judges progress from the losses at the start of the attack (``relative`` = WGD).
+
+    mtbench calls ``start(losses)`` with the clean losses of every task before an attack runs on a
+    batch, and again with the whole split's clean losses before it measures the split's objective;
+    each call replaces the previous start, so nothing carries over between batches. An objective
+    without ``start`` is plain: a fixed function of the losses.
+    """
+
+    def start(self, losses: Losses) -> None: ...
+
+
+def start_objective(objective: Objective, losses: Losses) -> None:
+    """Give an adaptive objective the clean losses it measures progress from; a plain one needs nothing."""
+    if isinstance(objective, AdaptiveObjective):
+        objective.start(losses)
+
+
+class MakeObjective(Protocol):
+    """``make(attacked, weights)``: the objective for these attacked tasks and the grid's weights (or None)."""
+
+    def __call__(self, attacked: tuple[str, ...], weights: Mapping[str, float] | None) -> Objective: ...
+
+
+class PrepareData(Protocol):
+    """Make sure the data of a ``[data]`` section exists (generating it once if it is synthetic) and
+    return the folder that holds it; ``cache_dir`` is where generated data may go."""
+
+    def __call__(self, data: Mapping[str, Any], cache_dir: Path) -> Path: ...
+
+
+class OpenSplit(Protocol):
+    """A ``torch.utils.data.Dataset`` of ``(image, {task: target}, {task: mask})`` for one split
+    (``"train"``, ``"val"`` or ``"test"``) of the data under ``root``, decoded for ``tasks`` at
+    ``image_size`` pixels, with at most ``limit`` samples (None: all)."""
+
+    def __call__(self, root: Path, data: Mapping[str, Any], split: str, tasks: Mapping[str, TaskSpec],
+                 image_size: int, limit: int | None) -> Dataset: ...
+
+
+class CheckData(Protocol):
+    """Raise ``MtbenchError`` for a ``[data]`` section that ``prepare`` would refuse."""
+
+    def __call__(self, data: Mapping[str, Any]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -30,12 +106,26 @@ class Domain:
 
 @dataclass(frozen=True)
 class MetricSpec:
-    """A per-sample metric; the dataset value is the mean over samples."""
+    """A metric: its per-sample form and how a split's value is made from it.
+
+    ``fn(pred, target, mask)`` gives one value per sample: what per-sample tables, traces and
+    per-sample ratios use. The split's value is the mean of these, unless the metric is not a mean
+    of per-sample values (segmentation's dataset mIoU: the intersections of every sample summed,
+    over the summed unions). Such a metric also gives ``statistics(pred, target, mask) -> (B, K)``
+    and ``aggregate(stacked (N, K)) -> value``, and its ``fn`` of one sample is the ``aggregate``
+    of that sample's statistics (``mtbench.testing.check_task`` checks it).
+    """
 
     name: str
     fn: PerSample
     higher_is_better: bool = False
     description: str = ""
+    statistics: Statistics | None = None
+    aggregate: Aggregate | None = None
+
+    def __post_init__(self) -> None:
+        if (self.statistics is None) != (self.aggregate is None):
+            raise ValueError(f"metric {self.name!r}: give both statistics and aggregate, or neither")
 
 
 @dataclass(frozen=True)
@@ -90,8 +180,8 @@ class AttackRequest:
     masks: Mapping[str, "torch.Tensor"]
     tasks: Mapping[str, TaskSpec]
     attacked: tuple[str, ...]
-    objective: Callable[[Mapping[str, "torch.Tensor"]], "torch.Tensor"]
-    """Per-task per-sample losses -> per-sample scalar to ascend."""
+    objective: Objective
+    """Per-task per-sample losses -> per-sample scalar to ascend; already started if adaptive."""
     eps: float
     steps: int
     step_size: float
@@ -132,13 +222,15 @@ class AttackSpec:
 class ObjectiveSpec:
     """How attacked tasks' losses combine into the scalar an attack ascends.
 
-    ``make(attacked, weights)`` returns ``f(losses) -> Tensor (B,)`` where ``losses`` maps every
-    task of the model to its per-sample loss. ``exact_targets`` = number of attacked tasks the
-    objective requires (``single`` wants 1), or None for any.
+    ``make(attacked, weights)`` returns an :class:`Objective`, ``f(losses) -> Tensor (B,)`` where
+    ``losses`` maps every task of the model to its per-sample loss; a fresh one per trial, so it
+    may keep state. An objective that measures progress from the clean point is an
+    :class:`AdaptiveObjective`: it also has ``start(losses)``. ``exact_targets`` = number of
+    attacked tasks the objective requires (``single`` wants 1), or None for any.
     """
 
     name: str
-    make: Callable[[tuple[str, ...], Mapping[str, float] | None], Callable[[Mapping[str, "torch.Tensor"]], "torch.Tensor"]]
+    make: MakeObjective
     exact_targets: int | None = None
     description: str = ""
 
@@ -147,17 +239,18 @@ class ObjectiveSpec:
 class DatasetSpec:
     """A source of samples in the Taskonomy layout.
 
-    ``prepare(data_config, cache_dir) -> root`` makes sure the data exists (generating it if it
-    is synthetic) and returns the folder that holds it; ``open(root, split, tasks, image_size,
-    limit)`` returns a ``torch.utils.data.Dataset`` of ``(image, {task: target}, {task: mask})``.
-    ``check(data_config)``, if given, runs before any work or write of ``mtbench run`` and
-    ``mtbench worker`` (not ``--dry-run``, whose grids may name folders of another machine): it
-    raises ``MtbenchError`` for settings that ``prepare`` would refuse, such as a missing folder
-    or a folder the dataset may not write into. Keep it cheap: a few file-system checks.
+    ``prepare(data, cache_dir) -> root`` makes sure the data of the ``[data]`` section ``data``
+    exists (generating it if it is synthetic) and returns the folder that holds it;
+    ``open(root, data, split, tasks, image_size, limit)`` returns a ``torch.utils.data.Dataset``
+    of ``(image, {task: target}, {task: mask})``. ``check(data)``, if given, runs before any work
+    or write of ``mtbench run`` and ``mtbench worker`` (not ``--dry-run``, whose grids may name
+    folders of another machine): it raises ``MtbenchError`` for settings that ``prepare`` would
+    refuse, such as a missing folder or a folder the dataset may not write into. Keep it cheap: a
+    few file-system checks.
     """
 
     name: str
-    prepare: Callable[[Mapping[str, Any], Any], Any]
-    open: Callable[..., Any]
+    prepare: PrepareData
+    open: OpenSplit
     description: str = ""
-    check: Callable[[Mapping[str, Any]], None] | None = None
+    check: CheckData | None = None

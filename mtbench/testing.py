@@ -2,21 +2,24 @@
 
 ``tiny_encoder_spec()`` is a two-layer encoder small enough for unit tests; ``tiny_model`` builds
 a multi-task model on it; ``fake_batch`` makes a random batch with targets and masks shaped for
-any task set; ``attack_request`` wraps them for an attack. The contract checks
-``check_task``, ``check_attack`` and ``check_encoder`` raise ``AssertionError`` with a message
-saying what a plugin got wrong. ``mtbench.pytest_plugin`` offers the same as pytest fixtures.
+any task set; ``attack_request`` wraps them for an attack, as the evaluator does. The contract
+checks ``check_task``, ``check_attack``, ``check_objective`` and ``check_encoder`` raise
+``AssertionError`` with a message saying what a plugin got wrong. ``mtbench.pytest_plugin`` offers
+the same as pytest fixtures.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
 
+from mtbench.defaults import DEFAULT_OBJECTIVE, KIT_TASKS
 from mtbench.models import MultiTaskModel
 from mtbench.plugins import Plugins, get_plugins
-from mtbench.specs import AttackRequest, AttackSpec, EncoderSpec, TaskSpec
+from mtbench.specs import (AdaptiveObjective, AttackRequest, AttackSpec, EncoderSpec, MetricSpec, ObjectiveSpec,
+                           TaskSpec, start_objective)
 
 
 class TinyEncoder(nn.Sequential):
@@ -73,7 +76,9 @@ def fake_batch(tasks: Sequence[str], size: int = 16, batch: int = 2, plugins: Pl
 def check_task(spec: TaskSpec, batch: int = 2, size: int = 16) -> None:
     """Assert a task spec's contract: loss and metrics per sample (B,), floating point and finite,
     the error metric among the metrics, a perfect prediction scoring zero loss (regression) and
-    every metric at least as good as for a random prediction, in its declared direction."""
+    every metric at least as good as for a random prediction, in its declared direction; an
+    aggregated metric's statistics per sample (B, K) and its per-sample value the aggregate of
+    that sample's statistics."""
     g = torch.Generator().manual_seed(0)
     target, mask = fake_targets(spec, batch, size, g)
     pred = torch.randn(batch, spec.channels, size, size, generator=g)
@@ -93,9 +98,26 @@ def check_task(spec: TaskSpec, batch: int = 2, size: int = 16) -> None:
         better = best >= v - 1e-6 if m.higher_is_better else best <= v + 1e-6
         assert better.all(), (f"{spec.name}.{m.name}: a perfect prediction scores worse than a random one; "
                               f"is higher_is_better={m.higher_is_better} right?")
+        if m.statistics is not None:
+            _check_aggregate(f"{spec.name}.{m.name}", m, (pred.detach(), target, mask), v)
     assert spec.error_metric in {m.name for m in spec.metrics}, f"{spec.name}: error_metric is not a metric"
     if not spec.classification:
         assert torch.allclose(spec.loss(target, target, mask), torch.zeros(batch)), f"{spec.name}: perfect != 0"
+
+
+def _check_aggregate(name: str, metric: MetricSpec, args: tuple[torch.Tensor, ...], values: torch.Tensor) -> None:
+    """Statistics (B, K); the aggregate of one sample's statistics is that sample's ``fn`` value, so that
+    per-sample tables and the split's value measure the same thing."""
+    stats = metric.statistics(*args)
+    batch = values.shape[0]
+    assert stats.ndim == 2 and stats.shape[0] == batch, (
+        f"{name}: statistics must be per sample (B, K) = ({batch}, K), got {tuple(stats.shape)}")
+    total = metric.aggregate(stats)
+    assert total.ndim == 0 and torch.isfinite(total), f"{name}: aggregate must give one finite value, got {total}"
+    alone = torch.stack([metric.aggregate(stats[i:i + 1]) for i in range(batch)]).to(values.dtype)
+    assert torch.allclose(alone, values, atol=1e-5), (
+        f"{name}: fn gives {values.tolist()} per sample but the aggregate of each sample's statistics gives "
+        f"{alone.tolist()}; fn must be the one-sample case of the aggregate")
 
 
 def _perfect_prediction(spec: TaskSpec, target: torch.Tensor) -> torch.Tensor:
@@ -104,25 +126,36 @@ def _perfect_prediction(spec: TaskSpec, target: torch.Tensor) -> torch.Tensor:
     return target.clone()
 
 
+def losses_at(model: MultiTaskModel, images: torch.Tensor, targets, masks,
+              tasks: Mapping[str, TaskSpec]) -> dict[str, torch.Tensor]:
+    """Per-sample loss of every task at these images, without gradients."""
+    with torch.no_grad():
+        outputs = model(images)
+    return {t: spec.loss(outputs[t], targets[t], masks[t]) for t, spec in tasks.items()}
+
+
 def attack_request(model: MultiTaskModel, batch, attacked: Sequence[str], eps: float = 8 / 255, steps: int = 3,
-                   step_size: float | None = None, seed: int = 0, objective: str = "sum",
+                   step_size: float | None = None, seed: int = 0, objective: str = DEFAULT_OBJECTIVE,
                    plugins: Plugins | None = None, **options) -> AttackRequest:
-    """An :class:`AttackRequest` as the evaluator builds it, for a model and a ``fake_batch``."""
+    """An :class:`AttackRequest` as the evaluator builds it, for a model and a ``fake_batch``: an
+    adaptive objective is already started from the clean losses."""
     plugins = plugins or get_plugins()
     images, targets, masks = batch
     tasks = {t: plugins.tasks.get(t) for t in model.tasks}
-    make = plugins.objectives.get(objective).make
-    return AttackRequest(model=model.eval(), images=images, targets=targets, masks=masks, tasks=tasks,
-                         attacked=tuple(attacked), objective=make(tuple(attacked), None), eps=eps, steps=steps,
+    made = plugins.objectives.get(objective).make(tuple(attacked), None)
+    start_objective(made, losses_at(model.eval(), images, targets, masks, tasks))
+    return AttackRequest(model=model, images=images, targets=targets, masks=masks, tasks=tasks,
+                         attacked=tuple(attacked), objective=made, eps=eps, steps=steps,
                          step_size=step_size if step_size is not None else eps / 4,
                          generator=torch.Generator().manual_seed(seed), **options)
 
 
-def check_attack(spec: AttackSpec, tasks: Sequence[str] = ("segment_semantic", "depth_zbuffer"),
-                 eps: float | None = None, steps: int = 3, plugins: Plugins | None = None) -> None:
+def check_attack(spec: AttackSpec, tasks: Sequence[str] = KIT_TASKS, eps: float | None = None, steps: int = 3,
+                 plugins: Plugins | None = None, objective: str = DEFAULT_OBJECTIVE) -> None:
     """Assert an attack's contract on a tiny model: same shape and dtype, inside the eps-ball of its
     norm and the [0, 1] box, eps = 0 gives the clean images, the same seed gives the same result,
-    the objective does not go down on average, and the model's parameters are untouched."""
+    the objective (started from the clean losses if adaptive) does not go down on average, and the
+    model's parameters are untouched."""
     plugins = plugins or get_plugins()
     eps = eps if eps is not None else (8 / 255 if spec.norm == "linf" else 0.5)
     model = tiny_model(list(tasks), plugins)
@@ -130,8 +163,12 @@ def check_attack(spec: AttackSpec, tasks: Sequence[str] = ("segment_semantic", "
     batch = fake_batch(list(tasks), size=16, batch=3, plugins=plugins)
     images = batch[0]
     attacked = tuple(tasks)
-    request = attack_request(model, batch, attacked, eps=eps, steps=steps, plugins=plugins)
-    adv = spec.run(request).adversarial
+
+    def request(eps: float) -> AttackRequest:
+        return attack_request(model, batch, attacked, eps=eps, steps=steps, objective=objective, plugins=plugins)
+
+    first = request(eps)
+    adv = spec.run(first).adversarial
     name = spec.name
     assert adv.shape == images.shape and adv.dtype == images.dtype, (
         f"{name}: adversarial batch is {tuple(adv.shape)} {adv.dtype}, expected {tuple(images.shape)} {images.dtype}")
@@ -139,17 +176,67 @@ def check_attack(spec: AttackSpec, tasks: Sequence[str] = ("segment_semantic", "
     size = delta.abs().amax(1) if spec.norm == "linf" else delta.norm(dim=1)
     assert (size <= eps * (1 + 1e-5) + 1e-6).all(), f"{name}: perturbation {size.max():.4g} exceeds eps {eps:.4g}"
     assert adv.min() >= 0 and adv.max() <= 1, f"{name}: adversarial images leave the [0, 1] box"
-    again = spec.run(attack_request(model, batch, attacked, eps=eps, steps=steps, plugins=plugins)).adversarial
+    again = spec.run(request(eps)).adversarial
     assert torch.equal(adv, again), f"{name}: the same seed gave different adversarial images"
-    zero = spec.run(attack_request(model, batch, attacked, eps=0.0, steps=steps, plugins=plugins)).adversarial
+    zero = spec.run(request(0.0)).adversarial
     assert torch.allclose(zero, images, atol=1e-7), f"{name}: eps = 0 changed the images"
+    clean = losses_at(model, *batch, first.tasks)
+    start_objective(first.objective, clean)  # from the same clean losses, as the evaluator does after the attack
     with torch.no_grad():
-        losses = {t: request.tasks[t].loss(o, batch[1][t], batch[2][t]) for t, o in model(images).items()}
-        adv_losses = {t: request.tasks[t].loss(o, batch[1][t], batch[2][t]) for t, o in model(adv).items()}
-    assert request.objective(adv_losses).mean() >= request.objective(losses).mean() - 1e-6, (
-        f"{name}: the attacked objective went down")
+        clean_value = first.objective(clean).mean()
+        adv_value = first.objective(losses_at(model, adv, *batch[1:], first.tasks)).mean()
+    assert adv_value >= clean_value - 1e-6, (
+        f"{name}: the attacked objective ({objective}) went down: {clean_value:.4g} -> {adv_value:.4g}")
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), f"{name}: the attack changed the model's {k}"
+
+
+def check_objective(spec: ObjectiveSpec, batch: int = 4) -> None:
+    """Assert an objective's contract on random losses of three tasks, the first ones attacked: one
+    finite value per sample (B,), a gradient reaching an attacked task's loss, a sample's value
+    independent of the other samples, not lower when the attacked losses rise; an adaptive one's
+    ``start`` returns nothing and replaces the previous start, so nothing carries over between batches."""
+    tasks = ("t0", "t1", "t2")
+    attacked = tasks[:spec.exact_targets or 2]
+    weights = {t: 1.0 + i for i, t in enumerate(tasks)}
+    objective = spec.make(attacked, weights)
+    name = spec.name
+    g = torch.Generator().manual_seed(0)
+    clean = {t: torch.rand(batch, generator=g) + 0.5 for t in tasks}
+    losses = {t: (v * (1 + torch.rand(batch, generator=g))).requires_grad_(True) for t, v in clean.items()}
+
+    def value(at: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The objective at these losses, started from the clean ones as the evaluator does."""
+        if isinstance(objective, AdaptiveObjective):
+            assert objective.start(clean) is None, f"{name}: start(losses) must return None"
+        return objective(at)
+
+    out = value(losses)
+    assert out.shape == (batch,), f"{name}: the objective must be per sample (B,) = ({batch},), got {tuple(out.shape)}"
+    assert out.dtype.is_floating_point and torch.isfinite(out).all(), f"{name}: the objective is not finite"
+    grads = torch.autograd.grad(out.sum(), [losses[t] for t in attacked], allow_unused=True)
+    assert any(gr is not None and gr.abs().sum() > 0 for gr in grads), (
+        f"{name}: no gradient reaches the attacked tasks' losses")
+    with torch.no_grad():
+        first = value(losses)
+        others = {t: torch.cat([v[:1], v[1:] * 3]) for t, v in losses.items()}
+        assert torch.allclose(value(others)[:1], first[:1]), (
+            f"{name}: sample 0's value changed with the other samples' losses; it must be per sample")
+        higher = {t: v * 2 if t in attacked else v for t, v in losses.items()}
+        assert (value(higher) >= first - 1e-6).all(), f"{name}: raising the attacked losses lowered the objective"
+    if isinstance(objective, AdaptiveObjective):  # a batch attacked after another must not depend on it
+        after, fresh = spec.make(attacked, weights), spec.make(attacked, weights)
+        after.start({t: v * 4 for t, v in clean.items()})
+        after(losses)  # with gradients, so that state such as a step counter moves on
+        after.start(clean)
+        fresh.start(clean)
+        outcomes = []
+        for made in (after, fresh):
+            out = made(losses)
+            grads = torch.autograd.grad(out.sum(), [losses[t] for t in attacked], allow_unused=True)
+            outcomes.append([out.detach()] + [gr if gr is not None else torch.zeros(batch) for gr in grads])
+        assert all(torch.allclose(x, y) for x, y in zip(*outcomes)), (
+            f"{name}: start(losses) did not replace the previous start; a batch would depend on the one before")
 
 
 def check_encoder(spec: EncoderSpec, size: int | None = None, channels: int = 3) -> None:

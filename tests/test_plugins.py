@@ -9,11 +9,17 @@ from pathlib import Path
 
 import pytest
 
+import dataclasses
+import typing
+
+from mtbench import hookspecs
+from mtbench.defaults import PAPER_ATTACK, check_defaults
 from mtbench.errors import PluginError
-from mtbench.plugins import Entry, Registry, load_plugins
+from mtbench.kinds import KINDS
+from mtbench.plugins import Entry, Plugins, Registry, load_plugins
 from mtbench.specs import ObjectiveSpec
 
-from conftest import run_cli
+from conftest import TINY_GRID, run_cli
 
 
 def test_builtins_register_everything(plugins):
@@ -137,3 +143,35 @@ def test_plugins_command_lists_items_with_providers():
     assert all(r["provider"].startswith("mtbench") for r in rows)
     table = run_cli("plugins")
     assert table.returncode == 0 and "wide_resnet50_2" in table.stdout
+
+
+def test_kinds_table_matches_hooks_and_registries(plugins):
+    hooks = {name: fn for name, fn in vars(hookspecs).items() if name.startswith("mtbench_")}
+    assert sorted(hooks) == sorted(kind.hook for kind in KINDS)
+    for kind in KINDS:  # each hook returns a list of the kind's spec, held by the registry the table names
+        assert typing.get_type_hints(hooks[kind.hook])["return"] == list[kind.spec], kind.name
+        assert all(isinstance(entry.spec, kind.spec) for entry in getattr(plugins, kind.registry)), kind.name
+    assert [f.name for f in dataclasses.fields(Plugins)] == [kind.registry for kind in KINDS] + ["distributions"]
+    assert list(plugins.by_kind()) == [kind.name for kind in KINDS]
+
+
+def _without_paper_attack(plugins: Plugins) -> Plugins:
+    kept = [entry for entry in plugins.attacks if entry.spec.name != PAPER_ATTACK]
+    return dataclasses.replace(plugins, attacks=Registry("attack", kept))
+
+
+def test_a_plugin_set_without_the_builtin_attack_is_refused_before_any_work(plugins, tmp_path):
+    from mtbench.grid import load_grid_text
+    from mtbench.runner import run_grid
+    from mtbench.storage import Store
+
+    check_defaults(plugins)  # the built-ins provide every default
+    partial = _without_paper_attack(plugins)
+    with pytest.raises(PluginError, match=f"defaults of mtbench need attack '{PAPER_ATTACK}'.*reinstall"):
+        check_defaults(partial)
+    grid = load_grid_text(TINY_GRID.format(task_sets='["d"]').replace(f'"{PAPER_ATTACK}"', '"fgsm"'),
+                          tmp_path / "grid.toml", partial)  # a grid that names only installed plugins
+    out = tmp_path / "out"
+    with pytest.raises(PluginError, match=f"attack '{PAPER_ATTACK}'"):
+        run_grid(grid, Store(f"sqlite:///{tmp_path / 'db'}"), out, partial, export=False)
+    assert not out.exists()

@@ -9,7 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
+from mtbench import MetricSpec
 from mtbench.data import DOMAINS, read_png
+from mtbench.measure import SplitRecord, aggregated_values, measure
 from mtbench.testing import check_task
 
 
@@ -128,3 +130,34 @@ def test_masked_losses_and_reductions(plugins):
     assert weighted.item() == pytest.approx(0.54 * math.log(17), rel=1e-5)  # background prior 0.54
     ones = torch.ones(1, 1, 2, 2)
     assert seg.loss(logits, ones, full, class_weights="paper").item() == pytest.approx(8 * math.log(17), rel=1e-5)
+
+
+def _logits(classes: list[list[int]]) -> torch.Tensor:
+    """(B, 17, 1, W) logits that predict the given class of each pixel."""
+    return torch.nn.functional.one_hot(torch.tensor(classes), 17).permute(0, 2, 1).unsqueeze(2).float() * 20
+
+
+def test_dataset_miou_sums_intersections_and_unions_over_the_split(plugins):
+    """Sample A: class 1 right everywhere (IoU 1). Sample B: class 2 labelled, half predicted as 1 (IoUs 0
+    and 1/2). Per-sample mIoUs 1 and 1/4 average to 5/8; over the split, class 1 has 4 / 6 and class 2
+    has 2 / 4, so the dataset mIoU is 7/12. The split is measured in two batches, as the evaluator does."""
+    seg = plugins.tasks.get("segment_semantic")
+    target = torch.tensor([[1, 1, 1, 1], [2, 2, 2, 2]]).float().view(2, 1, 1, 4)
+    logits = _logits([[1, 1, 1, 1], [1, 1, 2, 2]])
+    mask = torch.ones(2, 1, 1, 4, dtype=torch.bool)
+    dataset = seg.metric("miou_dataset")
+    assert dataset.fn(logits, target, mask).tolist() == [1.0, 0.25]  # per sample it is the sample's mIoU
+    tasks, identity = {seg.name: seg}, lambda x: {seg.name: x}  # a "model" whose output is the logits
+    record, batches = SplitRecord(), []
+    for i in range(2):
+        measured = measure(identity, logits[i:i + 1], {seg.name: target[i:i + 1]}, {seg.name: mask[i:i + 1]}, tasks)
+        record.add(measured)
+        batches.append(measured.statistics)
+    assert record.split_value(seg.name, dataset).item() == pytest.approx(7 / 12)
+    assert record.split_value(seg.name, seg.metric("miou")).item() == pytest.approx(5 / 8)  # unchanged: a mean
+    assert aggregated_values(batches, tasks) == {seg.name: {"miou_dataset": pytest.approx(7 / 12)}}
+
+
+def test_metric_with_statistics_needs_an_aggregate():
+    with pytest.raises(ValueError, match="both statistics and aggregate"):
+        MetricSpec("half", lambda p, t, m: p.sum((1, 2, 3)), statistics=lambda p, t, m: p.flatten(1))

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from mtbench.specs import AttackResult
-from mtbench.testing import check_attack, check_encoder, check_task
+from mtbench.testing import check_attack, check_encoder, check_objective, check_task
+from mtbench_attacks.objectives import Relative
 
 pytest_plugins = ["mtbench.pytest_plugin"]
 
@@ -16,6 +17,57 @@ pytest_plugins = ["mtbench.pytest_plugin"]
 @pytest.mark.parametrize("name", ["pgd-linf", "pgd-l2", "fgsm"])
 def test_builtin_attacks_pass(mtbench_plugins, name):
     check_attack(mtbench_plugins.attacks.get(name))
+
+
+@pytest.mark.parametrize("objective", ["relative", "cyclic"])
+def test_builtin_attack_passes_with_an_adaptive_objective(mtbench_plugins, objective):
+    check_attack(mtbench_plugins.attacks.get("pgd-linf"), objective=objective)
+
+
+def test_every_builtin_objective_passes(mtbench_plugins):
+    for entry in mtbench_plugins.objectives:
+        check_objective(entry.spec)
+
+
+def _objective(mtbench_plugins, make):
+    return dataclasses.replace(mtbench_plugins.objectives.get("sum"), make=make)
+
+
+def test_batch_mean_objective_is_caught(mtbench_plugins):
+    def make(attacked, weights):
+        return lambda losses: sum(losses[t] for t in attacked).mean()
+
+    with pytest.raises(AssertionError, match="per sample"):
+        check_objective(_objective(mtbench_plugins, make))
+
+
+def test_objective_mixing_samples_is_caught(mtbench_plugins):
+    def make(attacked, weights):
+        return lambda losses: sum(losses[t] / losses[t].detach().sum() for t in attacked)
+
+    with pytest.raises(AssertionError, match="other samples"):
+        check_objective(_objective(mtbench_plugins, make))
+
+
+class Sticky(Relative):
+    """Keeps its first start: the second batch would be measured from the first batch's losses."""
+
+    def start(self, losses):
+        if self.initial is None:
+            super().start(losses)
+
+
+def test_adaptive_objective_that_keeps_its_first_start_is_caught(mtbench_plugins):
+    with pytest.raises(AssertionError, match="did not replace the previous start"):
+        check_objective(_objective(mtbench_plugins, lambda attacked, weights: Sticky(attacked)))
+
+
+def test_aggregated_metric_unlike_its_per_sample_form_is_caught(mtbench_plugins):
+    seg = mtbench_plugins.tasks.get("segment_semantic")
+    wrong = tuple(dataclasses.replace(m, fn=seg.metric("pixel_acc").fn) if m.name == "miou_dataset" else m
+                  for m in seg.metrics)
+    with pytest.raises(AssertionError, match="miou_dataset.*one-sample case of the aggregate"):
+        check_task(dataclasses.replace(seg, metrics=wrong))
 
 
 @pytest.mark.parametrize("name", ["resnet18", "xception"])

@@ -2,8 +2,8 @@
 
 The plain ones (``single``, ``sum``, ``mean``, ``weighted``) are fixed weighted sums. The adaptive
 ones judge each task by its progress r_i = L_i / L_i(start), so they keep the losses at the start
-of the attack: the evaluator calls ``objective.start(clean_losses)`` once per batch (without it,
-the first call is taken as the start). Where the direction an adaptive objective pushes differs
+of the attack: they are :class:`mtbench.AdaptiveObjective`, whose ``start(clean_losses)`` the
+evaluator calls before every batch is attacked (without it, the first call is taken as the start). Where the direction an adaptive objective pushes differs
 from the value worth tracking, the value (what restarts and Auto-PGD compare) and the gradient are
 set separately: ``_value_with_gradient_of``.
 """
@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import torch
 
-from mtbench import ObjectiveSpec
+from mtbench import AdaptiveObjective, ObjectiveSpec
 
 
 def _weighted_sum(attacked: tuple[str, ...], weights: Mapping[str, float]):
@@ -46,7 +46,7 @@ def _value_with_gradient_of(value: torch.Tensor, surrogate: torch.Tensor) -> tor
     return value.detach() + surrogate - surrogate.detach()
 
 
-class ProgressObjective:
+class ProgressObjective(AdaptiveObjective):
     """Base of the adaptive objectives: remembers each attacked task's loss at the start."""
 
     floor = 1e-8  # a task already at zero loss counts as progressing from this
@@ -101,7 +101,7 @@ def make_balanced(attacked, weights=None):
     return objective
 
 
-class Cyclic:
+class Cyclic(AdaptiveObjective):
     """One attacked task per gradient step, in turn (value: the sum, for tracking). Counts only the
     calls made with gradients, so traces and checks do not advance the cycle."""
 

@@ -1,4 +1,5 @@
-"""Per-sample losses and metrics for dense tasks. Every function returns a tensor of shape (B,)."""
+"""Per-sample losses and metrics for dense tasks. Every function returns a tensor of shape (B,), except
+the statistics of an aggregated metric (B, K) and their aggregate (one value for the whole split)."""
 
 from __future__ import annotations
 
@@ -80,6 +81,21 @@ def miou(pred, target, mask):
     present = union > 0
     iou = torch.where(present, inter / union.clamp_min(1), torch.zeros_like(inter))
     return iou.sum(1) / present.sum(1).clamp_min(1)
+
+
+def confusion_counts(pred, target, mask):
+    """Per sample, each class's intersection then union pixel counts over the valid pixels: (B, 2 * classes)."""
+    return torch.cat(_confusion(pred, target, mask), 1)
+
+
+def miou_of_counts(counts: torch.Tensor) -> torch.Tensor:
+    """Mean IoU over the classes present anywhere in the split, from its samples' ``confusion_counts``
+    (N, 2 * classes): every intersection summed over the summed union, not a mean of per-sample mIoUs.
+    Of one sample, this is its ``miou``."""
+    inter, union = counts.double().sum(0).chunk(2)
+    present = union > 0
+    iou = torch.where(present, inter / union.clamp_min(1), torch.zeros_like(inter))
+    return iou.sum() / present.sum().clamp_min(1)
 
 
 def seg_error(pred, target, mask):

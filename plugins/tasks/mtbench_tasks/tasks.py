@@ -132,6 +132,9 @@ TASKS: tuple[TaskSpec, ...] = (
         metrics=(
             MetricSpec("error", M.seg_error, False, "1 - mIoU (the paper's clean error)"),
             MetricSpec("miou", M.miou, True, "mean intersection over union of present classes"),
+            MetricSpec("miou_dataset", M.miou, True,
+                       "mIoU over the split: each class's intersections summed over its summed unions",
+                       statistics=M.confusion_counts, aggregate=M.miou_of_counts),
             MetricSpec("pixel_acc", M.pixel_accuracy, True, "share of valid pixels classified right"),
         ),
         description="semantic segmentation, 16 object classes + background; cross-entropy",
