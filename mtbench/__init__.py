@@ -9,6 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import pluggy
 
+from mtbench.configs import DataConfig
 from mtbench.errors import ConfigError, MtbenchError, PluginError
 from mtbench.specs import (
     AdaptiveObjective,
@@ -40,6 +41,7 @@ __all__ = [
     "AttackResult",
     "AttackSpec",
     "ConfigError",
+    "DataConfig",
     "DatasetSpec",
     "Domain",
     "EncoderSpec",

@@ -19,30 +19,31 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mtbench import __version__
+from mtbench.configs import AdviceConfig
+from mtbench.defaults import ADVICE_ENCODER, DEFAULT_DATASET, PAPER_ATTACK, SURROGATE_ENCODER
 from mtbench.errors import MtbenchError
-from mtbench.grid import Grid, GridModel, expand, load_grid, trial_id
+from mtbench.grid import Grid, expand, load_grid
 from mtbench.plugins import Plugins
 from mtbench.report.frames import Frames, load_frames
 from mtbench.report.leaderboard import done, metric_values
 from mtbench.stats import bootstrap_ci, pearson, relative_increase, spearman
+from mtbench.results import MetricRow, Phase, TrialResult
+from mtbench.settings import GridModel
 from mtbench.storage import Store
-from mtbench.storage.db import TrialResult
 
 PROXIES = ("surrogate", "early-stop", "clean")
 ALONE = "-"  # the main task trained alone: the reference every auxiliary task is compared with
 DEFAULT_BASE: dict[str, Any] = {
     "run": {"name": "advise", "seed": 0},
-    "data": {"dataset": "synthetic", "image_size": 64, "train_samples": 256, "test_samples": 32},
-    "train": {"encoders": ["resnet18"], "task_sets": ["s"], "epochs": 10, "batch_size": 16},
-    "attack": [{"name": "pgd-linf", "eps": ["8/255"], "steps": 10}],
+    "data": {"dataset": DEFAULT_DATASET, "image_size": 64, "train_samples": 256, "test_samples": 32},
+    "train": {"encoders": [SURROGATE_ENCODER], "task_sets": ["s"], "epochs": 10, "batch_size": 16},
+    "attack": [{"name": PAPER_ATTACK, "eps": ["8/255"], "steps": 10}],
 }
 
 
@@ -50,9 +51,9 @@ DEFAULT_BASE: dict[str, Any] = {
 class AdviceRequest:
     main: str  # task code
     candidates: list[str]  # task codes
-    encoder: str = "resnet50"
+    encoder: str = ADVICE_ENCODER
     proxy: str = "surrogate"
-    surrogate: str = "resnet18"
+    surrogate: str = SURROGATE_ENCODER
     budget: float = 0.25  # early-stop: fraction of the epochs
     validate: bool = False
     validate_k: int = 2  # validate the k best and k worst candidates
@@ -156,7 +157,7 @@ def validation_set(ranking: list[str], k: int) -> list[str]:
 
 
 def advise(req: AdviceRequest, base: GridModel, store: Store, out: Path, plugins: Plugins, console) -> dict[str, Any]:
-    """Run the proxy grid (and the validation grid), rank, store the advice; returns it."""
+    """Run the proxy grid (and the validation grid), then the advice trial that ranks; returns the advice."""
     if req.proxy not in PROXIES:
         raise MtbenchError(f"--proxy: expected one of {', '.join(PROXIES)}, got {req.proxy!r}")
     epochs = base.train.epochs
@@ -166,60 +167,73 @@ def advise(req: AdviceRequest, base: GridModel, store: Store, out: Path, plugins
     attacked = req.proxy != "clean"
     run_settings(settings_for(base, req, encoder, proxy_epochs, req.candidates, attacked), store, out, plugins, console)
     first = (base.attack[0].model_dump() if base.attack else DEFAULT_BASE["attack"][0])
-    attack = {"name": first["name"], "eps": _first(first["eps"]), "steps": _first(first["steps"])}
-    frames = load_frames(store.url)
-    proxy = evidence(frames, req.main, req.candidates, encoder, proxy_epochs, "vulnerability" if attacked else "clean",
-                     attack)
-    ranking = sorted((a for a in req.candidates if a in proxy), key=lambda a: proxy[a].value)
-    full: dict[str, Evidence] = {}
+    config = AdviceConfig(main=req.main, candidates=req.candidates, proxy=req.proxy, encoder=req.encoder,
+                          proxy_encoder=encoder, proxy_epochs=proxy_epochs, attack=first["name"],
+                          eps=_first(first["eps"]), steps=_first(first["steps"]), evidence=(), epochs=epochs)
     if req.validate:
-        chosen = validation_set(ranking, req.validate_k)
-        run_settings(settings_for(base, req, req.encoder, epochs, chosen, True), store, out, plugins, console)
-        full = evidence(load_frames(store.url), req.main, chosen, req.encoder, epochs, "vulnerability", attack)
-    advice = {"request": req.__dict__, "proxy_encoder": encoder, "proxy_epochs": proxy_epochs, "attack": attack,
-              "ranking": ranking, "proxy": {a: e.__dict__ for a, e in proxy.items()},
-              "full": {a: e.__dict__ for a, e in full.items()}}
+        ranking, _, _ = rank(load_frames(store.url), config)
+        validated = validation_set(ranking, req.validate_k)
+        run_settings(settings_for(base, req, req.encoder, epochs, validated, True), store, out, plugins, console)
+        config = config.model_copy(update={"validated": tuple(validated)})
+    ranking, proxy, full = rank(load_frames(store.url), config)
+    evidence_ids = sorted(t for e in [*proxy.values(), *full.values()] for t in e.trials)
+    config = config.model_copy(update={"evidence": tuple(evidence_ids)})
+    run_advice_trial(config, base, store, out, plugins, console)
     paired = [a for a in ranking if a in full]
-    advice["spearman"] = spearman([proxy[a].value for a in paired], [full[a].value for a in paired])
-    advice["pearson"] = pearson([proxy[a].value for a in paired], [full[a].value for a in paired])
-    store_advice(store, advice)
-    return advice
+    return {"trial": config.id, "ranking": ranking, "proxy": proxy, "full": full,
+            "spearman": spearman([proxy[a].value for a in paired], [full[a].value for a in paired]),
+            "pearson": pearson([proxy[a].value for a in paired], [full[a].value for a in paired])}
+
+
+def rank(frames: Frames, config: AdviceConfig) -> tuple[list[str], dict[str, Evidence], dict[str, Evidence]]:
+    """The candidates ranked by the proxy (most robust first), the proxy's evidence and, for the
+    validated candidates, the full-budget evidence."""
+    attack = {"name": config.attack, "eps": config.eps, "steps": config.steps}
+    kind = "clean" if config.proxy == "clean" else "vulnerability"
+    proxy = evidence(frames, config.main, list(config.candidates), config.proxy_encoder, config.proxy_epochs, kind,
+                     attack)
+    ranking = sorted((a for a in config.candidates if a in proxy), key=lambda a: proxy[a].value)
+    full = evidence(frames, config.main, list(config.validated), config.encoder, config.epochs, "vulnerability",
+                    attack) if config.validated else {}
+    return ranking, proxy, full
 
 
 def _first(value):
     return value[0] if isinstance(value, list) else value
 
 
-def store_advice(store: Store, advice: dict[str, Any]) -> str:
-    """An ``advice`` trial: its config is the request and the evidence it used; metrics per candidate."""
-    evidence_ids = sorted(t for e in [*advice["proxy"].values(), *advice["full"].values()] for t in e["trials"])
-    req = advice["request"]
-    config = {"kind": "advice", "main": req["main"], "candidates": req["candidates"], "proxy": req["proxy"],
-              "encoder": req["encoder"], "proxy_encoder": advice["proxy_encoder"],
-              "proxy_epochs": advice["proxy_epochs"], "attack": advice["attack"]["name"],
-              "eps": advice["attack"]["eps"], "steps": advice["attack"]["steps"], "evidence": evidence_ids}
-    tid = trial_id(config)
+def run_advice_trial(config: AdviceConfig, base: GridModel, store: Store, out: Path, plugins: Plugins,
+                     console) -> None:
+    """The advice is a trial like any other: claimed, run and stored by the runner."""
+    from mtbench.grid import Trial
+    from mtbench.runner import run_grid
+
+    settings = base.model_copy(update={"run": base.run.model_copy(update={"name": f"advise {config.main}"})})
+    grid = Grid(Path("<advise>"), json.dumps(config.record(), indent=1), settings, [Trial(config)])
+    summary = run_grid(grid, store, out, plugins, console, export=False)
+    if summary.failed:
+        raise MtbenchError(f"the advice trial failed: {next(iter(summary.failed.values())).splitlines()[0]}")
+
+
+def run_advice(config: AdviceConfig, trial_id: str, ctx) -> TrialResult:
+    """The advice trial's executor: the ranking, its intervals and the correlations, from the store."""
+    ranking, proxy, full = rank(load_frames(ctx.store.url), config)
     rows = []
-    for rank, aux in enumerate(advice["ranking"], 1):
-        p = advice["proxy"][aux]
-        rows += [_row(aux, "rank", rank), _row(aux, "proxy", p["value"]), _row(aux, "proxy_low", p["low"]),
-                 _row(aux, "proxy_high", p["high"])]
-        if aux in advice["full"]:
-            rows.append(_row(aux, "full", advice["full"][aux]["value"]))
-    if ALONE in advice["proxy"]:
-        rows.append(_row(ALONE, "proxy", advice["proxy"][ALONE]["value"]))
-    for name in ("spearman", "pearson"):
-        if not math.isnan(advice[name]):
-            rows.append(_row("*", name, advice[name]))
-    run_id = store.begin_run(f"advise {req['main']}", "<advise>", json.dumps(config), __version__)
-    started = time.time()
-    if store.claim(tid, "advice", f"advise {req['main']} by {req['proxy']}", config, None, run_id, __version__):
-        store.finish(tid, TrialResult(metrics=rows), time.time() - started)
-    store.end_run(run_id, "done")
-    advice["trial"] = tid
-    return tid
+    for position, aux in enumerate(ranking, 1):
+        p = proxy[aux]
+        rows += [_row(aux, "rank", position), _row(aux, "proxy", p.value), _row(aux, "proxy_low", p.low),
+                 _row(aux, "proxy_high", p.high)]
+        if aux in full:
+            rows.append(_row(aux, "full", full[aux].value))
+    if ALONE in proxy:
+        rows.append(_row(ALONE, "proxy", proxy[ALONE].value))
+    paired = [a for a in ranking if a in full]
+    for name, correlation in (("spearman", spearman), ("pearson", pearson)):
+        value = correlation([proxy[a].value for a in paired], [full[a].value for a in paired])
+        if not math.isnan(value):
+            rows.append(_row("*", name, value))
+    return TrialResult(metrics=rows)
 
 
-def _row(task: str, metric: str, value: float) -> dict[str, Any]:
-    return {"split": "test", "phase": "advice", "task": task, "attacked": None, "metric": metric, "step": 0,
-            "value": float(value)}
+def _row(task: str, metric: str, value: float) -> MetricRow:
+    return MetricRow(Phase.ADVICE, task, metric, float(value))

@@ -18,19 +18,18 @@ Stored per sample (table ``samples``, columns clean / adv) and as means (phase `
 from __future__ import annotations
 
 import itertools
-import json
 from collections import defaultdict
 from collections.abc import Mapping
-from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
+from mtbench.configs import AnalysisConfig
 from mtbench.context import TrialContext
 from mtbench.defaults import DEFAULT_OBJECTIVE
 from mtbench.evaluate import load_trained_model, prepare_for_attack
 from mtbench.specs import AttackRequest, TaskSpec
-from mtbench.storage.db import TrialResult
+from mtbench.results import MetricRow, Phase, SampleRow, TrialResult
 
 NORMS = {"grad_l1": 1, "grad_l2": 2, "grad_linf": float("inf")}
 
@@ -75,21 +74,21 @@ def gradient_statistics(grads: Mapping[str, torch.Tensor],
     return out
 
 
-def run_analysis(config: dict[str, Any], trial_id: str, ctx: TrialContext) -> TrialResult:
+def run_analysis(config: AnalysisConfig, trial_id: str, ctx: TrialContext) -> TrialResult:
     """Gradient statistics of the trial's model on the test split, clean and adversarial."""
     device = ctx.device
-    model = load_trained_model(ctx, config["model"], device)
-    weights = json.loads(ctx.store.trial(config["model"])["config"]).get("weights") or {}
+    model = load_trained_model(ctx, config.model, device)
+    weights = ctx.store.trial_config(config.model).weights
     fast, _ = prepare_for_attack(model)
     for p in fast.parameters():
         p.requires_grad_(False)
     tasks = {t: ctx.plugins.tasks.get(t) for t in model.tasks}
-    attack = ctx.plugins.attacks.get(config["attack"])
+    attack = ctx.plugins.attacks.get(config.attack)
     attacked = tuple(tasks)
     objective = ctx.plugins.objectives.get(DEFAULT_OBJECTIVE).make(attacked, None)
-    data = config["data"]
-    loader = DataLoader(ctx.open_split(data, "test", tasks, data["test_samples"]), batch_size=config["batch_size"])
-    generator = torch.Generator().manual_seed(config["seed"])
+    loader = DataLoader(ctx.open_split(config.data, "test", tasks, config.data.test_samples),
+                        batch_size=config.batch_size)
+    generator = torch.Generator().manual_seed(config.seed)
     clean_all: dict[tuple[str, str], list[torch.Tensor]] = defaultdict(list)
     adv_all: dict[tuple[str, str], list[torch.Tensor]] = defaultdict(list)
     advance = ctx.progress("batches", len(loader))
@@ -98,8 +97,8 @@ def run_analysis(config: dict[str, Any], trial_id: str, ctx: TrialContext) -> Tr
         targets = {t: v.to(device) for t, v in targets.items()}
         masks = {t: v.to(device) for t, v in masks.items()}
         request = AttackRequest(model=fast, images=images, targets=targets, masks=masks, tasks=tasks,
-                                attacked=attacked, objective=objective, eps=config["eps"], steps=config["steps"],
-                                step_size=config["step_size"], generator=generator, trace=False)
+                                attacked=attacked, objective=objective, eps=config.eps, steps=config.steps,
+                                step_size=config.step_size, generator=generator, trace=False)
         adversarial = attack.run(request).adversarial.detach()
         for point, store in ((images, clean_all), (adversarial, adv_all)):
             stats = gradient_statistics(input_gradients(fast, point, targets, masks, tasks), weights)
@@ -109,14 +108,7 @@ def run_analysis(config: dict[str, Any], trial_id: str, ctx: TrialContext) -> Tr
     metrics, samples = [], []
     for (task, metric), chunks in clean_all.items():
         clean, adv = torch.cat(chunks), torch.cat(adv_all[(task, metric)])
-        metrics.append(_row(task, metric, "clean", clean.mean().item()))
-        metrics.append(_row(task, metric, "adv", adv.mean().item()))
-        samples += [{"sample": i, "task": task, "attacked": None, "metric": metric, "clean": c, "adv": a}
-                    for i, (c, a) in enumerate(zip(clean.tolist(), adv.tolist()))]
+        metrics.append(MetricRow(Phase.ANALYSIS, task, metric, clean.mean().item()))
+        metrics.append(MetricRow(Phase.ANALYSIS_ADV, task, metric, adv.mean().item()))
+        samples += [SampleRow(i, task, metric, c, a) for i, (c, a) in enumerate(zip(clean.tolist(), adv.tolist()))]
     return TrialResult(metrics=metrics, samples=samples)
-
-
-def _row(task: str, metric: str, point: str, value: float) -> dict[str, Any]:
-    """Phase ``analysis`` (clean points) or ``analysis_adv`` (adversarial points)."""
-    return {"split": "test", "phase": "analysis" if point == "clean" else "analysis_adv", "task": task,
-            "attacked": None, "metric": metric, "step": 0, "value": float(value)}

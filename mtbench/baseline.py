@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 
 import torch
 
+from mtbench.measure import aggregated_values, statistics_of
 from mtbench.specs import TaskSpec
 
 
@@ -40,14 +41,19 @@ def fit_constants(batches: Iterable, tasks: Mapping[str, TaskSpec]) -> dict[str,
 @torch.no_grad()
 def evaluate_constants(constants: Mapping[str, torch.Tensor], batches: Iterable,
                        tasks: Mapping[str, TaskSpec]) -> dict[str, dict[str, float]]:
-    """Mean of every metric of every task when each task predicts its constant everywhere."""
+    """Every metric of every task over the split when each task predicts its constant everywhere."""
     sums: dict[str, dict[str, float]] = {t: {m.name: 0.0 for m in spec.metrics} for t, spec in tasks.items()}
+    statistics = []
     n = 0
     for images, targets, masks in batches:
         b, _, h, w = images.shape
+        preds = {t: constants[t].view(1, -1, 1, 1).expand(b, -1, h, w) for t in tasks}
         for t, spec in tasks.items():
-            pred = constants[t].view(1, -1, 1, 1).expand(b, -1, h, w)
             for m in spec.metrics:
-                sums[t][m.name] += m.fn(pred, targets[t], masks[t]).sum().item()
+                sums[t][m.name] += m.fn(preds[t], targets[t], masks[t]).sum().item()
+        statistics.append(statistics_of(preds, targets, masks, tasks))
         n += b
-    return {t: {k: v / max(n, 1) for k, v in d.items()} for t, d in sums.items()}
+    values = {t: {k: v / max(n, 1) for k, v in d.items()} for t, d in sums.items()}
+    for t, aggregated in aggregated_values(statistics, tasks).items():
+        values[t].update(aggregated)  # e.g. the dataset mIoU: not a mean of per-sample values
+    return values

@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from mtbench.console import LiteralTable, make_console, say
+from mtbench.defaults import ADVICE_ENCODER, PAPER_SIZES, SURROGATE_ENCODER
 from mtbench.errors import MtbenchError
 
 PLAIN_HELP = {"rich_markup_mode": None}  # help texts are literal: "[default: ...]" must not be read as markup
@@ -308,14 +309,14 @@ def report(
                                            "instead of attacks on the model itself")] = False,
 ) -> None:
     """Leaderboards, the paper's tables and figures, straight from the database (torch is not imported)."""
-    from mtbench.grid import _number
+    from mtbench.settings import number
     from mtbench.report import Filters, leaderboard, load_frames, paper, render
     from mtbench.report.leaderboard import VULNERABILITY_METRICS
 
     if metric not in VULNERABILITY_METRICS:
         raise MtbenchError(f"--metric: expected one of {', '.join(VULNERABILITY_METRICS)}, got {metric!r}")
     try:
-        eps_value = _number(eps) if eps is not None else None
+        eps_value = number(eps) if eps is not None else None
         if not 0 < float(eps_value if eps_value is not None else 1) <= 1:
             raise ValueError
     except (TypeError, ValueError):
@@ -409,10 +410,10 @@ def claims(
 def advise(
     main: Annotated[str, typer.Option(help="the main task (code or name)")],
     candidates: Annotated[str, typer.Option(help="auxiliary task codes to rank, e.g. dDnE")],
-    encoder: Annotated[str, typer.Option(help="the encoder you will finally train")] = "resnet50",
+    encoder: Annotated[str, typer.Option(help="the encoder you will finally train")] = ADVICE_ENCODER,
     proxy: Annotated[str, typer.Option(callback=_choice("surrogate", "early-stop", "clean"),
                                        help="surrogate | early-stop | clean")] = "surrogate",
-    surrogate: Annotated[str, typer.Option(help="the small encoder of the surrogate proxy")] = "resnet18",
+    surrogate: Annotated[str, typer.Option(help="the small encoder of the surrogate proxy")] = SURROGATE_ENCODER,
     budget: Annotated[float, typer.Option(help="early-stop: fraction of the epochs to train")] = 0.25,
     base: Annotated[Optional[Path], typer.Option(help="grid whose [data], [train] (epochs, batch, seeds...) and "
                                                       "first [[attack]] the advisor uses")] = None,
@@ -502,9 +503,6 @@ def data_check(root: Annotated[Path, typer.Argument(help="dataset folder")]) -> 
     if result.problems:
         raise typer.Exit(1)
 
-
-PAPER_SIZES = {"resnet18": (14.19, 6.09), "resnet50": (29.66, 9.90), "xception": (4.33, 3.64),
-               "resnet152": (64.30, 19.64), "wide_resnet50_2": (72.99, 19.45)}
 
 
 @models_app.command("info")

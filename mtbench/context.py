@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mtbench.configs import DataConfig
 from mtbench.plugins import Plugins
 from mtbench.storage.db import Store
 
@@ -41,10 +42,10 @@ class TrialContext:
     def data_cache(self) -> Path:
         return self.out / "data"
 
-    def dataset_root(self, data: dict) -> Path:
+    def dataset_root(self, data: DataConfig) -> Path:
         """Make sure the trial's data exists (generating synthetic data once) and return its folder."""
-        return Path(self.plugins.datasets.get(data["dataset"]).prepare(data, self.data_cache))
+        return Path(self.plugins.datasets.get(data.dataset).prepare(data, self.data_cache))
 
-    def open_split(self, data: dict, split: str, tasks: dict, limit: int | None):
-        spec = self.plugins.datasets.get(data["dataset"])
-        return spec.open(self.dataset_root(data), data, split, tasks, data["image_size"], limit)
+    def open_split(self, data: DataConfig, split: str, tasks: dict, limit: int | None):
+        spec = self.plugins.datasets.get(data.dataset)
+        return spec.open(self.dataset_root(data), data, split, tasks, data.image_size, limit)

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 PAPER_ATTACK = "pgd-linf"
 """The paper's attack (PGD under the L-inf norm): the default of ``[[analysis]]`` and of reports."""
 
+DEFAULT_DATASET = "synthetic"
+"""The dataset of a grid that names none: generated scenes, so a first run needs no download."""
+
 DEFAULT_OBJECTIVE = "sum"
 """How attacked losses combine unless a grid says otherwise (the paper's joint attack)."""
 
@@ -45,7 +48,8 @@ PAPER_SIZES: dict[str, tuple[float, float]] = {
 }
 """Encoder -> (parameters in millions, GMACs) of the paper's two-decoder models at 256 px."""
 
-REQUIRED = {"attack": (PAPER_ATTACK,), "objective": (DEFAULT_OBJECTIVE, WEIGHTED_OBJECTIVE)}
+REQUIRED = {"attack": (PAPER_ATTACK,), "objective": (DEFAULT_OBJECTIVE, WEIGHTED_OBJECTIVE),
+            "dataset": (DEFAULT_DATASET,)}
 """What a run needs registered, by plugin kind, whatever its grid says (defaults fill gaps)."""
 
 
@@ -57,3 +61,13 @@ def check_defaults(plugins: Plugins) -> None:
     if missing:
         raise PluginError(f"the defaults of mtbench need {', '.join(missing)}, which no installed plugin registers "
                           "(reinstall mtbench: `pip install -e .` registers the built-ins)")
+
+
+PAPER_ADAPTIVE_ATTACK = "apgd-linf"
+"""The paper's Auto-PGD (the ``apgd`` column of its Table 2; an adaptive attack of ``mtbench claims``)."""
+
+WGD_OBJECTIVE = "relative"
+"""The objective that makes PGD the paper's WGD: each loss divided by its value at the start."""
+
+SUMMED_OBJECTIVES = ("sum", "single")
+"""Plain objectives whose value is the attacked tasks' summed loss, which the first-order theory predicts."""

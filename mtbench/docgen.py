@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from mtbench import hookspecs, specs
-from mtbench.grid import AnalysisSection, AttackSection, DataSection, ExecutorSection, RunSection, TrainSection
+from mtbench.settings import AnalysisSection, AttackSection, DataSection, ExecutorSection, RunSection, TrainSection
 from mtbench.kinds import KINDS
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -47,7 +47,7 @@ def _default(field) -> str:
 
 
 def grid_reference() -> str:
-    lines = [GENERATED.format(source="mtbench/grid.py"), "# Grid file reference", "",
+    lines = [GENERATED.format(source="mtbench/settings.py"), "# Grid file reference", "",
              "A grid is a TOML file; `mtbench run GRID.toml` validates all of it first and reports every problem "
              "(file, key, what was expected) with exit code 2. Unknown keys are errors. Numbers may be written as "
              "fractions in strings (`\"8/255\"`).", ""]

@@ -10,20 +10,21 @@ checks run on every trial; a failed one marks the trial suspect.
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from mtbench.configs import AttackConfig
 from mtbench.context import TrialContext
 from mtbench.errors import MtbenchError
 from mtbench.fold import fold_batchnorm
 from mtbench.models import load_checkpoint
 from mtbench.measure import SplitRecord, measure
 from mtbench.specs import AdaptiveObjective, AttackRequest, start_objective
-from mtbench.storage.db import TrialResult
+from mtbench.results import MetricRow, Phase, SampleRow, TrialResult
 
 TOLERANCE = 1e-5
 
@@ -50,21 +51,21 @@ def perturbation_norms(delta: torch.Tensor, norm: str) -> torch.Tensor:
     return flat.abs().amax(1) if norm == "linf" else flat.norm(dim=1)
 
 
-def run_attack(config: dict[str, Any], trial_id: str, ctx: TrialContext) -> TrialResult:
+def run_attack(config: AttackConfig, trial_id: str, ctx: TrialContext) -> TrialResult:
     """Attack the trial's model (or a surrogate, for transfer) on the test split; measure every task."""
     device = ctx.device
-    model = load_trained_model(ctx, config["model"], device)
-    source = load_trained_model(ctx, config["source_model"], device) if config.get("source_model") else model
+    model = load_trained_model(ctx, config.model, device)
+    source = load_trained_model(ctx, config.source_model, device) if config.source_model else model
     attack_model, _ = prepare_for_attack(source)  # once, not per batch; a surrogate for transfer attacks
     tasks = {t: ctx.plugins.tasks.get(t) for t in model.tasks}
     source_tasks = {t: ctx.plugins.tasks.get(t) for t in source.tasks}
-    attacked = tuple(config["targets"])
-    attack = ctx.plugins.attacks.get(config["attack"])
-    objective = ctx.plugins.objectives.get(config["objective"]).make(attacked, config.get("weights"))
-    data = config["data"]
-    loader = DataLoader(ctx.open_split(data, "test", {**tasks, **source_tasks}, data["test_samples"]),
-                        batch_size=config["batch_size"])
-    generator = torch.Generator().manual_seed(config["seed"])
+    attacked = tuple(config.targets)
+    attack = ctx.plugins.attacks.get(config.attack)
+    objective = ctx.plugins.objectives.get(config.objective).make(attacked, config.weights)
+    data = config.data
+    loader = DataLoader(ctx.open_split(data, "test", {**tasks, **source_tasks}, data.test_samples),
+                        batch_size=config.batch_size)
+    generator = torch.Generator().manual_seed(config.seed)
 
     clean_all, adv_all = SplitRecord(), SplitRecord()
     trace_sums: dict[tuple[int, str, str], float] = defaultdict(float)
@@ -80,10 +81,9 @@ def run_attack(config: dict[str, Any], trial_id: str, ctx: TrialContext) -> Tria
         masks = {t: v.to(device) for t, v in masks.items()}
         request = AttackRequest(
             model=attack_model, images=images, targets=targets, masks=masks, tasks=source_tasks,
-            attacked=attacked, objective=objective, eps=config["eps"], steps=config["steps"],
-            step_size=config["step_size"], generator=generator, random_start=config["random_start"],
-            restarts=config["restarts"], paper_compat=config["paper_compat"], trace=config.get("trace", True),
-            options=config.get("options", {}),
+            attacked=attacked, objective=objective, eps=config.eps, steps=config.steps,
+            step_size=config.step_size, generator=generator, random_start=config.random_start,
+            restarts=config.restarts, paper_compat=config.paper_compat, trace=config.trace, options=config.options,
         )
         clean = measure(model, images, targets, masks, tasks)
         if isinstance(objective, AdaptiveObjective):  # it measures progress from the clean losses
@@ -92,7 +92,7 @@ def run_attack(config: dict[str, Any], trial_id: str, ctx: TrialContext) -> Tria
         result = attack.run(request)
         x_adv = result.adversarial.detach()
         if x_adv.shape != images.shape or not x_adv.dtype.is_floating_point:
-            raise MtbenchError(f"attack {config['attack']!r} ({ctx.plugins.attacks.provider(config['attack'])}) "
+            raise MtbenchError(f"attack {config.attack!r} ({ctx.plugins.attacks.provider(config.attack)}) "
                                f"returned a {tuple(x_adv.shape)} {x_adv.dtype} batch; expected "
                                f"{tuple(images.shape)} float, the shape of its input")
         checks["eval_mode"] &= not model.training
@@ -114,17 +114,15 @@ def run_attack(config: dict[str, Any], trial_id: str, ctx: TrialContext) -> Tria
         n += images.shape[0]
         advance(1)
 
-    if config.get("source_model"):
+    if config.source_model:
         checks.pop("objective_not_lower")  # a transferred example need not raise the target's loss
     metrics = _metric_rows(config, tasks, attacked, clean_all, adv_all, trace_sums, n, objective)
     samples = _sample_rows(tasks, attacked, clean_all, adv_all)
     if winners:  # an ensemble: which member won, overall and per sample
         won = torch.cat(winners)
-        metrics += [{"split": "test", "phase": "ensemble", "task": "winner", "attacked": None, "metric": name,
-                     "step": config["steps"], "value": float((won == i).float().mean())}
+        metrics += [MetricRow(Phase.ENSEMBLE, "winner", name, float((won == i).float().mean()), config.steps)
                     for i, name in enumerate(members)]
-        samples += [{"sample": i, "task": "ensemble", "attacked": None, "metric": f"winner:{members[w]}",
-                     "clean": None, "adv": float(w)} for i, w in enumerate(won.tolist())]
+        samples += [SampleRow(i, "ensemble", f"winner:{members[w]}", None, float(w)) for i, w in enumerate(won.tolist())]
     return TrialResult(
         metrics=metrics,
         samples=samples,
@@ -133,14 +131,13 @@ def run_attack(config: dict[str, Any], trial_id: str, ctx: TrialContext) -> Tria
     )
 
 
-def _check(checks, images, x_adv, config, objective, clean, adv) -> None:
-    norms = perturbation_norms(x_adv - images, "l2" if config["norm"] == "l2" else "linf")
+def _check(checks, images, x_adv, config: AttackConfig, objective, clean, adv) -> None:
+    norms = perturbation_norms(x_adv - images, "l2" if config.norm == "l2" else "linf")
     checks["max_norm"] = max(checks["max_norm"], norms.max().item())
-    ball_ok = bool((norms <= config["eps"] * (1 + TOLERANCE) + TOLERANCE).all())
-    if config["paper_compat"] and config["norm"] == "l2":
-        ball_ok = True  # the original L2 attack bounds the whole batch, not each sample
-    checks["in_ball"] &= ball_ok
-    if not (config["paper_compat"] and config["norm"] == "l2"):
+    ball_ok = bool((norms <= config.eps * (1 + TOLERANCE) + TOLERANCE).all())
+    batch_wide_l2 = config.paper_compat and config.norm == "l2"  # the original L2 attack bounds the whole batch
+    checks["in_ball"] &= ball_ok or batch_wide_l2
+    if not batch_wide_l2:
         checks["in_box"] &= bool(((x_adv >= 0) & (x_adv <= 1)).all())
     checks["finite"] &= bool(torch.isfinite(x_adv).all()) and all(
         bool(torch.isfinite(v).all()) for d in adv.values() for v in d.values())
@@ -153,52 +150,51 @@ def _check(checks, images, x_adv, config, objective, clean, adv) -> None:
 
 def _check_eps0(checks, attack, request: AttackRequest, images) -> None:
     """The same attack with eps = 0 must return the clean images (one step is enough to tell)."""
-    zero = AttackRequest(**{**request.__dict__, "eps": 0.0, "steps": 1, "restarts": 1, "trace": False,
-                            "paper_compat": False, "generator": torch.Generator().manual_seed(0)})
+    zero = replace(request, eps=0.0, steps=1, restarts=1, trace=False, paper_compat=False,
+                   generator=torch.Generator().manual_seed(0))
     x0 = attack.run(zero).adversarial
     checks["eps0_is_clean"] = bool(torch.allclose(x0, images, atol=1e-7))
 
 
-def _metric_rows(config, tasks, attacked, clean_all: SplitRecord, adv_all: SplitRecord, trace_sums, n,
-                 objective) -> list[dict]:
-    rows: list[dict[str, Any]] = []
-    steps = config["steps"]
+def _metric_rows(config: AttackConfig, tasks, attacked, clean_all: SplitRecord, adv_all: SplitRecord, trace_sums,
+                 n, objective) -> list[MetricRow]:
+    rows: list[MetricRow] = []
+    steps = config.steps
 
-    def row(phase, task, metric, step, value):
-        rows.append({"split": "test", "phase": phase, "task": task, "attacked": task in attacked,
-                     "metric": metric, "step": step, "value": float(value)})
+    def row(phase: Phase, task: str, metric: str, step: int, value) -> None:
+        rows.append(MetricRow(phase, task, metric, float(value), step, attacked=task in attacked))
 
     for t, spec in tasks.items():
         lc, la = clean_all.per_sample(t, "loss"), adv_all.per_sample(t, "loss")
-        row("clean", t, "loss", 0, lc.mean())
-        row("adv", t, "loss", steps, la.mean())
+        row(Phase.CLEAN, t, "loss", 0, lc.mean())
+        row(Phase.ADV, t, "loss", steps, la.mean())
         for m in spec.metrics:
-            row("clean", t, m.name, 0, clean_all.split_value(t, m))
-            row("adv", t, m.name, steps, adv_all.split_value(t, m))
+            row(Phase.CLEAN, t, m.name, 0, clean_all.split_value(t, m))
+            row(Phase.ADV, t, m.name, steps, adv_all.split_value(t, m))
         err = spec.metric(spec.error_metric)
         c, a = clean_all.per_sample(t, err.name), adv_all.per_sample(t, err.name)
         c_split, a_split = clean_all.split_value(t, err), adv_all.split_value(t, err)
         sign = -1.0 if err.higher_is_better else 1.0
-        row("vulnerability", t, "error_clean", 0, c_split)
-        row("vulnerability", t, "error_adv", steps, a_split)
-        row("vulnerability", t, "rel_vuln_ratio_of_means", steps, sign * (a_split - c_split) / c_split.clamp_min(1e-12))
+        row(Phase.VULNERABILITY, t, "error_clean", 0, c_split)
+        row(Phase.VULNERABILITY, t, "error_adv", steps, a_split)
+        row(Phase.VULNERABILITY, t, "rel_vuln_ratio_of_means", steps,
+            sign * (a_split - c_split) / c_split.clamp_min(1e-12))
         valid = c.abs() > 1e-12
-        row("vulnerability", t, "rel_vuln_mean_of_ratios", steps,
+        row(Phase.VULNERABILITY, t, "rel_vuln_mean_of_ratios", steps,
             (sign * (a[valid] - c[valid]) / c[valid]).mean() if valid.any() else float("nan"))
-        row("vulnerability", t, "delta_loss", steps, (la - lc).abs().mean())
+        row(Phase.VULNERABILITY, t, "delta_loss", steps, (la - lc).abs().mean())
     clean_losses = {t: clean_all.per_sample(t, "loss") for t in tasks}
     start_objective(objective, clean_losses)  # progress over the whole split, from its clean losses
     obj_c = objective(clean_losses)
     obj_a = objective({t: adv_all.per_sample(t, "loss") for t in tasks})
-    rows.append({"split": "test", "phase": "vulnerability", "task": "objective", "attacked": True,
-                 "metric": "delta_loss", "step": steps, "value": float((obj_a - obj_c).abs().mean())})
-    for (step, t, metric), total in sorted(trace_sums.items()):
-        rows.append({"split": "test", "phase": "trace", "task": t, "attacked": t in attacked or t == "objective",
-                     "metric": metric, "step": step, "value": total / n})
+    rows.append(MetricRow(Phase.VULNERABILITY, "objective", "delta_loss", float((obj_a - obj_c).abs().mean()), steps,
+                          attacked=True))
+    rows += [MetricRow(Phase.TRACE, t, metric, total / n, step, attacked=t in attacked or t == "objective")
+             for (step, t, metric), total in sorted(trace_sums.items())]
     return rows
 
 
-def _sample_rows(tasks, attacked, clean_all: SplitRecord, adv_all: SplitRecord) -> list[dict]:
+def _sample_rows(tasks, attacked, clean_all: SplitRecord, adv_all: SplitRecord) -> list[SampleRow]:
     """Per-sample clean and adversarial values of every metric; the error metric also as ``error``."""
     rows = []
     for t, spec in tasks.items():
@@ -206,6 +202,6 @@ def _sample_rows(tasks, attacked, clean_all: SplitRecord, adv_all: SplitRecord) 
             c = clean_all.per_sample(t, metric).tolist()
             a = adv_all.per_sample(t, metric).tolist()
             names = [metric] + (["error"] if metric == spec.error_metric != "error" else [])
-            rows.extend({"sample": i, "task": t, "attacked": t in attacked, "metric": name, "clean": ci, "adv": ai}
+            rows.extend(SampleRow(i, t, name, ci, ai, attacked=t in attacked)
                         for name in names for i, (ci, ai) in enumerate(zip(c, a)))
     return rows

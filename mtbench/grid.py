@@ -1,246 +1,52 @@
-"""Grid files: TOML -> validated settings -> the list of trials they expand into.
+"""Grid files: TOML -> validated settings (``mtbench.settings``) -> the typed trials they expand into.
 
 Validation reports every problem at once, each with the file and the table/key path, before any
-work starts. Trials are plain dicts of their fully resolved config; their id is a hash of it.
+work starts. Each trial is a typed configuration (``mtbench.configs``) whose id follows the
+trial-id policy written there. This module is the only place that turns grid keys into trials.
 """
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import itertools
-import json
 import re
 import stat
 import tomllib
 from dataclasses import dataclass, field
-from fractions import Fraction
+from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
+from mtbench.configs import AnalysisConfig, AttackConfig, DataConfig, TrainConfig, TrialConfig, TrialKind
+from mtbench.defaults import DEFAULT_DATASET, DEFAULT_OBJECTIVE, PAPER_ATTACK, WEIGHTED_OBJECTIVE
 from mtbench.errors import ConfigError, MtbenchError
 from mtbench.plugins import Plugins
-
-
-def _number(value: Any) -> Any:
-    """Accept 0.03, 8 / 255 written as the string "8/255", or "0.03"."""
-    if isinstance(value, str):
-        try:
-            return float(Fraction(value.replace(" ", "")))
-        except (ValueError, ZeroDivisionError):
-            raise ValueError(f"expected a number or a fraction like '8/255', got {value!r}") from None
-    return value
-
-
-# Upper bounds: far above any sensible run, low enough to catch a typo (an extra zero or three).
-MAX_EPOCHS = MAX_STEPS = 100_000
-MAX_BATCH = 65_536
-MAX_SAMPLES = 10_000_000
-MAX_IMAGE = 4096
-MAX_SEED = 2**32 - 1  # numpy's seeds
-MAX_GRID_BYTES = 1 << 20
-MAX_LIST = 1000  # entries of any list: encoders, task sets, seeds, eps...
-
-
-def _plain(value: str) -> str:
-    """Labels and paths are one line: no newline, tab or other control character."""
-    bad = next((c for c in value if ord(c) < 32 or ord(c) == 127), None)
-    if bad is not None:
-        raise ValueError(f"control characters such as {bad!r} are not allowed")
-    return value
-
-
-def _pattern(regex: str, what: str):
-    def check(value: str) -> str:
-        if not re.fullmatch(regex, value):
-            raise ValueError(f"expected {what}, got {value!r}")
-        return value
-    return AfterValidator(check)
-
-
-def _unique(values: list) -> list:
-    seen: list = []
-    for v in values:
-        if v in seen:
-            raise ValueError(f"{v!r} appears twice")
-        seen.append(v)
-    return values
-
-
-def _increasing(values: list[float]) -> list[float]:
-    if any(b <= a for a, b in zip(values, values[1:])):
-        raise ValueError(f"expected increasing fractions, got {values}")
-    return values
-
-
-Number = Annotated[float, BeforeValidator(_number)]
-Eps = Annotated[float, BeforeValidator(_number), Field(gt=0, le=1)]
-Label = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_plain)]
-PathText = Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_plain)]
-Building = Annotated[str, Field(max_length=200), _pattern(r"(?!\.\.?$)[\w.-]+", "a building (a folder name "
-                                                         "inside root: letters, digits, _ . -)")]
-SlurmName = Annotated[str, Field(max_length=200), _pattern(r"[\w.,:+-]+", "a Slurm name (letters, digits, "
-                                                           "_ . , : + -)")]
-Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
-Steps = Annotated[int, Field(ge=1, le=MAX_STEPS)]
-Weight = Annotated[float, Field(ge=0, le=1e6)]
-
-
-def _unique_list(item: Any) -> Any:
-    """A list of ``item`` without repeats, 1 to MAX_LIST entries."""
-    return Annotated[list[item], Field(min_length=1, max_length=MAX_LIST), AfterValidator(_unique)]
-
-
-Names = _unique_list(Label)
-Buildings = _unique_list(Building)
-Seeds = _unique_list(Seed)
-EpsList = _unique_list(Eps)
-StepsList = _unique_list(Steps)
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-class RunSection(Section):
-    name: Label = Field("grid", description="a label for the run, stored with it")
-    seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of training and attack trials (see train.seeds for several)")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present, else CPU")
-
-
-class DataSection(Section):
-    dataset: Label = Field("synthetic",
-                           description="a dataset plugin: synthetic (generated on first use) or taskonomy")
-    root: PathText | None = Field(None, description="taskonomy: the folder in the official layout; synthetic: "
-                                                    "where to generate (default <out>/data/...)")
-    image_size: int = Field(64, ge=8, le=MAX_IMAGE, description="images and labels are resized to this square "
-                                                                 "size (pixels), a multiple of every encoder's stride")
-    train_samples: int = Field(64, gt=0, le=MAX_SAMPLES, description="training samples used")
-    val_samples: int = Field(0, ge=0, le=MAX_SAMPLES, description="validation samples (0: validate on the test split)")
-    test_samples: int = Field(32, gt=0, le=MAX_SAMPLES, description="test samples: clean metrics and attacks")
-    split_file: PathText | None = Field(None, description="taskonomy: CSV of building,split (train/val/test)")
-    train_buildings: Buildings | None = Field(None, description="taskonomy: buildings of the training split")
-    val_buildings: Buildings | None = Field(None, description="taskonomy: buildings of the validation split")
-    test_buildings: Buildings | None = Field(None, description="taskonomy: buildings of the test split")
-    synth_size: int | None = Field(None, ge=8, le=MAX_IMAGE,
-                                   description="synthetic: render at this size (default image_size)")
-
-
-Weighting = Literal["uniform", "sum", "optimal"] | dict[str, Weight]
-
-
-class TrainSection(Section):
-    encoders: Names = Field(description="encoder plugins, e.g. [\"resnet18\", \"xception\"]")
-    task_sets: list[str | list[str]] = Field(min_length=1, max_length=MAX_LIST,
-                                             description="each a model: codes (\"sd\") or names "
-                                                         "([\"segment_semantic\", \"depth_zbuffer\"]); "
-                                                         "the first task is the main task")
-    weighting: list[Weighting] = Field(default_factory=lambda: ["uniform"], min_length=1, max_length=MAX_LIST,
-                                       description="uniform (mean of the losses), sum, optimal (main 1, "
-                                                   "auxiliaries aux_weight) or explicit {s = 1, d = 0.5}")
-    aux_weight: float = Field(0.1, gt=0, le=1000,
-                              description="auxiliary weight of 'optimal' (the paper: 0.01 or 0.1)")
-    epochs: int = Field(2, ge=1, le=MAX_EPOCHS, description="training epochs")
-    batch_size: int = Field(16, ge=1, le=MAX_BATCH, description="training batch size")
-    lr: float = Field(1e-3, gt=0, le=10, description="initial learning rate")
-    optimizer: Literal["adam", "sgd"] = Field("adam", description="adam (the code) or sgd (the paper: momentum "
-                                                                  "0.9, weight decay 1e-4)")
-    lr_milestones: Annotated[list[Annotated[float, Field(gt=0, lt=1)]], AfterValidator(_increasing)] = Field(
-        max_length=100,
-        default_factory=lambda: [0.8, 0.93], description="increasing fractions of the epochs where the lr drops x0.1")
-    seeds: Seeds | None = Field(None, description="train every model once per seed (default: run.seed)")
-    amp: bool = Field(False, description="mixed precision on CUDA")
-    channels_last: bool = Field(False, description="channels-last memory layout for training")
-    loss_options: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per task, keyword "
-                                                    "arguments of its loss: {s = {class_weights = \"paper\"}}")
-
-
-class SourceModel(Section):
-    """Which trained model crafts the adversarial examples of a transfer attack: the target model's
-    settings with these replaced."""
-
-    encoder: Label | None = Field(None, description="the surrogate's encoder")
-    tasks: str | list[str] | None = Field(None, description="the surrogate's task set")
-    weighting: Weighting | None = Field(None, description="the surrogate's weighting")
-
-
-class AttackSection(Section):
-    name: Label = Field(description="an attack plugin: pgd-linf, pgd-l2, fgsm, ...")
-    eps: EpsList = Field(description="budgets in [0, 1] pixel units: numbers or \"8/255\"")
-    steps: StepsList | Steps = Field(10, description="attack steps (a list runs each)")
-    step_size: Number | None = Field(None, gt=0, le=1, description="default eps/4, the paper's 2/255 at 8/255")
-    targets: Literal["each", "all"] | list[list[str]] = Field(
-        "each", description="each: every task of the model alone; all: all together; or explicit sets "
-                            "[[\"s\"], [\"s\", \"d\"]]")
-    objective: Label = Field("sum", description="an objective plugin: how attacked losses combine (sum, mean, "
-                                                "single, weighted, ...)")
-    weights: dict[str, Weight] | None = Field(None, description="task weights of the weighted objective")
-    random_start: bool = Field(False, description="start uniformly inside the eps-ball")
-    restarts: int = Field(1, ge=1, le=1000, description="runs per sample, keeping the worst by the objective")
-    paper_compat: bool = Field(False, description="reproduce the original code (start at x+eps, batch-wide L2)")
-    batch_size: int | None = Field(None, ge=1, le=MAX_BATCH,
-                                   description="attack batch size (default train.batch_size)")
-    trace: bool = Field(True, description="store every task's loss and error at every step")
-    options: dict[str, Any] = Field(default_factory=dict, description="attack-specific settings, e.g. "
-                                    "{members = [\"pgd-linf\", \"apgd-linf\"]} for ensemble-linf")
-    source: SourceModel | None = Field(None, description="transfer: craft the examples on this other model of "
-                                       "the grid and evaluate them on each model, e.g. {encoder = \"resnet18\"}")
-
-
-class AnalysisSection(Section):
-    """Gradient analysis of every trained model: input-gradient norms, covariances across tasks, on clean
-    points and on the adversarial points of this all-task attack."""
-
-    attack: Label = Field("pgd-linf", description="the attack that makes the adversarial points (all tasks, sum)")
-    eps: Eps = Field(8 / 255, description="its budget")
-    steps: int = Field(10, ge=1, le=MAX_STEPS, description="its steps")
-    step_size: Number | None = Field(None, gt=0, le=1, description="default eps/4")
-    batch_size: int | None = Field(None, ge=1, le=MAX_BATCH, description="default train.batch_size")
-
-
-class ExecutorSection(Section):
-    """Resources of each worker job when a grid runs with ``--executor slurm`` (submitit)."""
-
-    partition: SlurmName | None = Field(None, description="Slurm partition")
-    gpus: int | None = Field(None, ge=0, le=64, description="GPUs per job")
-    cpus: int | None = Field(None, ge=1, le=4096, description="CPU cores per job")
-    mem_gb: float | None = Field(None, gt=0, le=65536, description="memory per job (GB)")
-    time_min: int | None = Field(None, ge=1, le=525_600, description="time limit per job (minutes, at most a year)")
-    account: SlurmName | None = Field(None, description="Slurm account")
-    qos: SlurmName | None = Field(None, description="Slurm QOS")
-    array_parallelism: int | None = Field(None, ge=1, le=100_000,
-                                          description="at most this many jobs of the array at once")
-
-
-class GridModel(Section):
-    run: RunSection = RunSection()
-    data: DataSection = DataSection()
-    train: TrainSection
-    attack: list[AttackSection] = Field(default_factory=list, max_length=MAX_LIST)
-    analysis: list[AnalysisSection] = Field(default_factory=list, max_length=MAX_LIST)
-    executor: ExecutorSection = ExecutorSection()
+from mtbench.settings import MAX_GRID_BYTES, AttackSection, GridModel, SourceModel, Weighting
 
 
 @dataclass(frozen=True)
 class Trial:
-    """One unit of work: ``kind`` is "train" or "attack"; ``parent`` is the training trial an
-    attack needs."""
+    """One unit of work: a typed configuration; its id, kind and the trial it needs follow from it."""
 
-    id: str
-    kind: str
-    config: dict[str, Any]
-    parent: str | None = None
+    config: TrialConfig
+
+    @cached_property
+    def id(self) -> str:
+        return self.config.id
+
+    @property
+    def kind(self) -> TrialKind:
+        return TrialKind(self.config.kind)
+
+    @property
+    def parent(self) -> str | None:
+        """The training trial whose model this trial needs (None for a training trial)."""
+        return self.config.parent
 
     def label(self) -> str:
-        c = self.config
-        if self.kind == "train":
-            return f"train {c['encoder']} [{'+'.join(c['codes'])}] {c['weighting']}"
-        if self.kind == "analysis":
-            return f"gradient analysis of {c['model'][:8]} (adversarial points: {c['attack']} eps={c['eps']:.4g})"
-        return (f"attack {c['attack']} eps={c['eps']:.4g} steps={c['steps']} on [{'+'.join(c['targets_codes'])}]"
-                f" of {c['model'][:8]}")
+        return self.config.label()
 
 
 @dataclass
@@ -252,12 +58,7 @@ class Grid:
 
     @property
     def train_trials(self) -> list[Trial]:
-        return [t for t in self.trials if t.kind == "train"]
-
-
-def trial_id(config: dict[str, Any]) -> str:
-    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        return [t for t in self.trials if t.kind is TrialKind.TRAIN]
 
 
 SCHEMA_TAG = re.compile(r"(function-\w+|constrained-\w+|lax-\w+|list|dict|literal|union|nullable|str|int|float|bool)"
@@ -417,7 +218,7 @@ def _check_names(path: Path, raw: dict, plugins: Plugins) -> list[tuple[str, str
             problems.append((where(key), str(exc)))
             return None
 
-    dataset = section("data").get("dataset", "synthetic")
+    dataset = section("data").get("dataset", DEFAULT_DATASET)
     if isinstance(dataset, str) and dataset not in plugins.datasets:
         problems.append((where("data.dataset"), plugins.datasets.unknown_message(dataset)))
     train = section("train")
@@ -453,20 +254,20 @@ def _check_names(path: Path, raw: dict, plugins: Plugins) -> list[tuple[str, str
         resolve_task(name, f"train.loss_options.{name}")
     analyses = raw.get("analysis")
     for i, a in enumerate(analyses if isinstance(analyses, list) else []):
-        name = a.get("attack", "pgd-linf") if isinstance(a, dict) else None
+        name = a.get("attack", PAPER_ATTACK) if isinstance(a, dict) else None
         if isinstance(name, str) and name not in plugins.attacks:
             problems.append((where(f"analysis[{i}].attack"), plugins.attacks.unknown_message(name)))
     attacks = raw.get("attack")
     for i, a in enumerate(attacks if isinstance(attacks, list) else []):
         if not isinstance(a, dict):
             continue
-        name, objective = a.get("name"), a.get("objective", "sum")
+        name, objective = a.get("name"), a.get("objective", DEFAULT_OBJECTIVE)
         if isinstance(name, str) and name not in plugins.attacks:
             problems.append((where(f"attack[{i}].name"), plugins.attacks.unknown_message(name)))
         if isinstance(objective, str) and objective not in plugins.objectives:
             problems.append((where(f"attack[{i}].objective"), plugins.objectives.unknown_message(objective)))
-        if objective == "weighted" and not a.get("weights"):
-            problems.append((where(f"attack[{i}].weights"), "the 'weighted' objective needs weights"))
+        if objective == WEIGHTED_OBJECTIVE and not a.get("weights"):
+            problems.append((where(f"attack[{i}].weights"), f"the {WEIGHTED_OBJECTIVE!r} objective needs weights"))
         weights = a.get("weights")
         for name in weights if isinstance(weights, dict) else {}:
             resolve_task(name, f"attack[{i}].weights.{name}")
@@ -532,86 +333,87 @@ def _expand(g: GridModel, plugins: Plugins, path: Path = Path("grid")) -> tuple[
     objective refuses, a transfer source that is no model of the grid."""
     problems: list[tuple[str, str]] = []
     made = [0] * len(g.attack)
-    data = g.data.model_dump()
-    data["seed"] = g.run.seed
-    trials: list[Trial] = []
-    seen: set[str] = set()
-    seeds = g.train.seeds or [g.run.seed]
-    models: list[Trial] = []
-    for encoder, task_set, weighting, seed in itertools.product(g.train.encoders, g.train.task_sets,
-                                                                 g.train.weighting, seeds):
-        tasks = task_set_names(task_set, plugins)
-        label, weights = train_weights(weighting, tasks, g.train.aux_weight, plugins)
-        if label == "optimal" and len(tasks) == 1:
-            label = "uniform"  # one task: every weighting is the same model
-        config = {
-            "kind": "train", "encoder": encoder, "tasks": tasks,
-            "codes": [plugins.tasks.get(t).code for t in tasks],
-            "weighting": label, "weights": weights, "epochs": g.train.epochs, "batch_size": g.train.batch_size,
-            "lr": g.train.lr, "optimizer": g.train.optimizer, "lr_milestones": g.train.lr_milestones,
-            "seed": seed, "data": data, "amp": g.train.amp, "channels_last": g.train.channels_last,
-            "loss_options": {plugins.tasks.resolve(k): v for k, v in sorted(g.train.loss_options.items())
-                             if plugins.tasks.resolve(k) in tasks},
-        }
-        t = Trial(trial_id(config), "train", config)
-        if t.id not in seen:
-            seen.add(t.id)
-            models.append(t)
-    trials.extend(models)
+    data = DataConfig(**g.data.model_dump(), seed=g.run.seed)
+    models = _unique([Trial(c) for c in _train_configs(g, data, plugins)])
+    trials: list[Trial] = list(models)
     for model in models:
-        model_tasks = model.config["tasks"]
         for i, a in enumerate(g.attack):
-            spec = plugins.attacks.get(a.name)
-            weights = {plugins.tasks.resolve(k): v for k, v in a.weights.items()} if a.weights else a.weights
-            objective = a.objective
-            for targets in _targets(a, model_tasks, plugins):
-                if plugins.objectives.get(objective).exact_targets not in (None, len(targets)):
-                    continue  # e.g. 'single' with targets = "all" of a two-task model
-                refused = _objective_refuses(plugins, objective, targets, weights)
-                if refused:
-                    problems.append((f"{path.name}: attack[{i}].objective", refused))
-                    continue
-                for eps, steps in itertools.product(a.eps, a.steps if isinstance(a.steps, list) else [a.steps]):
-                    config = {
-                        "kind": "attack", "model": model.id, "attack": a.name, "norm": spec.norm,
-                        "eps": eps, "steps": steps, "step_size": a.step_size if a.step_size is not None else eps / 4,
-                        "random_start": a.random_start, "restarts": a.restarts, "paper_compat": a.paper_compat,
-                        "objective": objective, "weights": weights, "targets": targets,
-                        "targets_codes": [plugins.tasks.get(t).code for t in targets],
-                        "seed": model.config["seed"], "data": model.config["data"],
-                        "batch_size": a.batch_size or g.train.batch_size, "trace": a.trace,
-                    }
-                    if a.options:  # only when set, so trial ids of grids without it do not change
-                        config["options"] = a.options
-                    if a.source is not None:
-                        try:
-                            source = source_model(a.source, model, models, g, plugins)
-                        except ConfigError as exc:
-                            problems += [(f"{path.name}: attack[{i}].source", msg) for _, msg in exc.problems]
-                            continue
-                        if source is None or not set(targets) <= set(source.config["tasks"]):
-                            continue  # the model itself, or a target the surrogate cannot attack
-                        config["source_model"] = source.id
-                    made[i] += 1
-                    t = Trial(trial_id(config), "attack", config, parent=model.id)
-                    if t.id not in seen:
-                        seen.add(t.id)
-                        trials.append(t)
+            configs, refused = _attack_configs(a, model, g, plugins)
+            problems += [(f"{path.name}: attack[{i}].objective", msg) for msg in refused]
+            for config in configs:
+                if a.source is not None:
+                    try:
+                        source = source_model(a.source, model, models, g, plugins)
+                    except ConfigError as exc:
+                        problems += [(f"{path.name}: attack[{i}].source", msg) for _, msg in exc.problems]
+                        continue
+                    if source is None or not set(config.targets) <= set(source.config.tasks):
+                        continue  # the model itself, or a target the surrogate cannot attack
+                    config = config.model_copy(update={"source_model": source.id})
+                made[i] += 1
+                trials.append(Trial(config))
         for a in g.analysis:
-            config = {"kind": "analysis", "model": model.id, "attack": a.attack,
-                      "norm": plugins.attacks.get(a.attack).norm, "eps": a.eps, "steps": a.steps,
-                      "step_size": a.step_size if a.step_size is not None else a.eps / 4,
-                      "seed": model.config["seed"], "data": model.config["data"],
-                      "batch_size": a.batch_size or g.train.batch_size}
-            t = Trial(trial_id(config), "analysis", config, parent=model.id)
-            if t.id not in seen:
-                seen.add(t.id)
-                trials.append(t)
+            trials.append(Trial(AnalysisConfig(
+                model=model.id, attack=a.attack, norm=plugins.attacks.get(a.attack).norm, eps=a.eps, steps=a.steps,
+                step_size=a.step_size if a.step_size is not None else a.eps / 4, seed=model.config.seed,
+                data=model.config.data, batch_size=a.batch_size or g.train.batch_size)))
     for i, a in enumerate(g.attack):
         if not made[i] and not problems:
             problems.append((f"{path.name}: attack[{i}]", f"gives no trial: its targets fit no model of [train] "
                              f"(objective {a.objective!r}" + (", crafted on another model)" if a.source else ")")))
-    return trials, sorted(set(problems), key=problems.index)
+    return _unique(trials), sorted(set(problems), key=problems.index)
+
+
+def _unique(trials: list[Trial]) -> list[Trial]:
+    """The trials in order, each id once (two keys of a grid may describe the same trial)."""
+    unique: dict[str, Trial] = {}
+    for t in trials:
+        unique.setdefault(t.id, t)
+    return list(unique.values())
+
+
+def _train_configs(g: GridModel, data: DataConfig, plugins: Plugins) -> list[TrainConfig]:
+    configs = []
+    for encoder, task_set, weighting, seed in itertools.product(g.train.encoders, g.train.task_sets,
+                                                                 g.train.weighting, g.train.seeds or [g.run.seed]):
+        tasks = task_set_names(task_set, plugins)
+        label, weights = train_weights(weighting, tasks, g.train.aux_weight, plugins)
+        if label == "optimal" and len(tasks) == 1:
+            label = "uniform"  # one task: every weighting is the same model
+        configs.append(TrainConfig(
+            encoder=encoder, tasks=tasks, codes=[plugins.tasks.get(t).code for t in tasks], weighting=label,
+            weights=weights, epochs=g.train.epochs, batch_size=g.train.batch_size, lr=g.train.lr,
+            optimizer=g.train.optimizer, lr_milestones=g.train.lr_milestones, seed=seed, data=data,
+            amp=g.train.amp, channels_last=g.train.channels_last,
+            loss_options={plugins.tasks.resolve(k): v for k, v in sorted(g.train.loss_options.items())
+                          if plugins.tasks.resolve(k) in tasks}))
+    return configs
+
+
+def _attack_configs(a: AttackSection, model: Trial, g: GridModel,
+                    plugins: Plugins) -> tuple[list[AttackConfig], list[str]]:
+    """The attack trials of one ``[[attack]]`` on one model (before a transfer source is chosen), and
+    what the objective says of the target sets it refuses."""
+    spec = plugins.attacks.get(a.name)
+    weights = {plugins.tasks.resolve(k): v for k, v in a.weights.items()} if a.weights else a.weights
+    out: list[AttackConfig] = []
+    refusals: list[str] = []
+    for targets in _targets(a, list(model.config.tasks), plugins):
+        if plugins.objectives.get(a.objective).exact_targets not in (None, len(targets)):
+            continue  # e.g. 'single' with targets = "all" of a two-task model
+        refused = _objective_refuses(plugins, a.objective, targets, weights)
+        if refused:
+            refusals.append(refused)
+            continue
+        for eps, steps in itertools.product(a.eps, a.steps if isinstance(a.steps, list) else [a.steps]):
+            out.append(AttackConfig(
+                model=model.id, attack=a.name, norm=spec.norm, eps=eps, steps=steps,
+                step_size=a.step_size if a.step_size is not None else eps / 4, random_start=a.random_start,
+                restarts=a.restarts, paper_compat=a.paper_compat, objective=a.objective, weights=weights,
+                targets=targets, targets_codes=[plugins.tasks.get(t).code for t in targets],
+                seed=model.config.seed, data=model.config.data, batch_size=a.batch_size or g.train.batch_size,
+                trace=a.trace, options=a.options))
+    return out, refusals
 
 
 def _objective_refuses(plugins: Plugins, objective: str, targets: list[str], weights: dict | None) -> str | None:
@@ -626,21 +428,21 @@ def _objective_refuses(plugins: Plugins, objective: str, targets: list[str], wei
 def source_model(source: SourceModel, model: Trial, models: list[Trial], g: GridModel,
                  plugins: Plugins) -> Trial | None:
     """The trained model of the grid that crafts a transfer attack on ``model`` (None: itself)."""
-    cfg = model.config
-    tasks = task_set_names(source.tasks, plugins) if source.tasks is not None else cfg["tasks"]
-    weighting = source.weighting if source.weighting is not None else cfg["weighting"]
+    cfg: TrainConfig = model.config  # type: ignore[assignment]
+    tasks = task_set_names(source.tasks, plugins) if source.tasks is not None else list(cfg.tasks)
+    weighting = source.weighting if source.weighting is not None else cfg.weighting
     if weighting == "explicit":
-        weighting = cfg["weights"]
+        weighting = cfg.weights
     label, _ = train_weights(weighting, tasks, g.train.aux_weight, plugins)
     if label == "optimal" and len(tasks) == 1:
         label = "uniform"
-    wanted = {"encoder": source.encoder or cfg["encoder"], "tasks": tasks, "weighting": label}
+    encoder = source.encoder or cfg.encoder
     for m in models:
-        if all(m.config[k] == v for k, v in wanted.items()) and m.config["seed"] == cfg["seed"] \
-                and m.config["epochs"] == cfg["epochs"]:
+        c = m.config
+        if (c.encoder, list(c.tasks), c.weighting, c.seed, c.epochs) == (encoder, tasks, label, cfg.seed, cfg.epochs):
             return None if m.id == model.id else m
     raise ConfigError([("attack.source", f"{source.model_dump(exclude_none=True)}: no model of "
-                        f"[train] has encoder {wanted['encoder']!r}, tasks {tasks} and weighting {label!r}")])
+                        f"[train] has encoder {encoder!r}, tasks {tasks} and weighting {label!r}")])
 
 
 def _targets(a: AttackSection, model_tasks: list[str], plugins: Plugins) -> list[list[str]]:

@@ -7,7 +7,7 @@ next run. Ctrl-C gives the trial in flight back (``pending``) and stops.
 
 from __future__ import annotations
 
-import json
+import importlib
 import threading
 import time
 import traceback
@@ -20,8 +20,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from mtbench import __version__
 from mtbench.console import make_console, say
+from mtbench.configs import DataConfig, TrialKind
 from mtbench.context import TrialContext
 from mtbench.defaults import check_defaults
+from mtbench.errors import MtbenchError
 from mtbench.grid import Grid, Trial
 from mtbench.plugins import Plugins
 from mtbench.signals import interruptible
@@ -41,15 +43,24 @@ class RunSummary:
     elsewhere: list[str] = field(default_factory=list)  # claimed by another worker
 
 
+EXECUTORS: dict[TrialKind, str] = {
+    TrialKind.TRAIN: "mtbench.train:run_train",
+    TrialKind.ATTACK: "mtbench.evaluate:run_attack",
+    TrialKind.ANALYSIS: "mtbench.analysis:run_analysis",
+    TrialKind.ADVICE: "mtbench.advise:run_advice",
+}
+"""What runs each kind of trial: ``executor(config, trial_id, ctx) -> TrialResult``, imported when first
+needed (so that ``mtbench report`` never imports torch)."""
+
+
 def executor_for(kind: str) -> Callable:
-    if kind == "train":
-        from mtbench.train import run_train
-        return run_train
-    if kind == "analysis":
-        from mtbench.analysis import run_analysis
-        return run_analysis
-    from mtbench.evaluate import run_attack
-    return run_attack
+    """The function that runs a trial of this kind; an unknown kind is an error, never a guess."""
+    try:
+        module, name = EXECUTORS[TrialKind(kind)].split(":")
+    except (ValueError, KeyError):
+        raise MtbenchError(f"no executor for trials of kind {kind!r} (known: "
+                           f"{', '.join(k.value for k in EXECUTORS)})") from None
+    return getattr(importlib.import_module(module), name)
 
 
 def schedule(todo: list[Trial], store: Store, summary: RunSummary, run_id: int, poll_s: float):
@@ -73,7 +84,7 @@ def schedule(todo: list[Trial], store: Store, summary: RunSummary, run_id: int, 
             if not waiting:  # models that failed or never ran: their trials cannot run
                 for t in pending:
                     error = f"its model (training trial {t.parent}) is not done"
-                    if store.claim(t.id, t.kind, t.label(), t.config, t.parent, run_id, __version__):
+                    if claim(store, t, run_id):
                         store.fail(t.id, error)
                         summary.failed[t.id] = error
                 return
@@ -88,16 +99,26 @@ def schedule(todo: list[Trial], store: Store, summary: RunSummary, run_id: int, 
         yield ready
 
 
+def claim(store: Store, trial: Trial, run_id: int) -> bool:
+    """Mark the trial running for this worker (False: done, or another worker holds it)."""
+    return store.claim(trial.id, trial.kind.value, trial.label(), trial.config.record(), trial.parent, run_id,
+                       __version__)
+
+
+def data_of(trial: Trial) -> DataConfig | None:
+    """The data a trial reads (None: an advice trial, which reads only the store)."""
+    return getattr(trial.config, "data", None)
+
+
 def check_data(grid: Grid, plugins: Plugins) -> None:
     """Run each dataset's own check once per distinct ``[data]`` setting, before any work or write."""
     seen: set[str] = set()
     for trial in grid.trials:
-        data = trial.config.get("data")
-        key = json.dumps(data, sort_keys=True, default=str)
-        if data is None or key in seen:
+        data = data_of(trial)
+        if data is None or data.id in seen:
             continue
-        seen.add(key)
-        spec = plugins.datasets.get(data["dataset"])
+        seen.add(data.id)
+        spec = plugins.datasets.get(data.dataset)
         if spec.check is not None:
             spec.check(data)
 
@@ -143,9 +164,10 @@ def _run_trials(grid: Grid, store: Store, out: Path, plugins: Plugins, console: 
                 return lambda n=1: progress.advance(inner["id"], n)
 
             ctx = TrialContext(plugins, store, Path(out), device, start_inner)
-            if todo:
+            data = next((d for d in map(data_of, todo) if d is not None), None)
+            if data is not None:
                 progress.update(overall, description=f"{grid.settings.run.name}: preparing data")
-                ctx.dataset_root(todo[0].config["data"])
+                ctx.dataset_root(data)
             for trial in schedule(todo, store, summary, run_id, poll_s):
                 progress.update(overall, description=trial.label())
                 _run_one(trial, ctx, store, run_id, summary, console)
@@ -159,7 +181,7 @@ def _run_trials(grid: Grid, store: Store, out: Path, plugins: Plugins, console: 
 
 
 def _run_one(trial: Trial, ctx: TrialContext, store: Store, run_id: int, summary: RunSummary, console: Console) -> None:
-    if not store.claim(trial.id, trial.kind, trial.label(), trial.config, trial.parent, run_id, __version__):
+    if not claim(store, trial, run_id):
         status = store.statuses([trial.id]).get(trial.id)
         (summary.skipped.append if status == "done" else summary.elsewhere.append)(trial.id)
         return

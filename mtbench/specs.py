@@ -18,6 +18,8 @@ if TYPE_CHECKING:  # keep `import mtbench` free of torch for the report command
     from torch import nn
     from torch.utils.data import Dataset
 
+    from mtbench.configs import DataConfig
+
 Losses = Mapping[str, "torch.Tensor"]
 """Task name -> per-sample loss (B,), for every task of the model."""
 
@@ -76,7 +78,7 @@ class PrepareData(Protocol):
     """Make sure the data of a ``[data]`` section exists (generating it once if it is synthetic) and
     return the folder that holds it; ``cache_dir`` is where generated data may go."""
 
-    def __call__(self, data: Mapping[str, Any], cache_dir: Path) -> Path: ...
+    def __call__(self, data: DataConfig, cache_dir: Path) -> Path: ...
 
 
 class OpenSplit(Protocol):
@@ -84,14 +86,14 @@ class OpenSplit(Protocol):
     (``"train"``, ``"val"`` or ``"test"``) of the data under ``root``, decoded for ``tasks`` at
     ``image_size`` pixels, with at most ``limit`` samples (None: all)."""
 
-    def __call__(self, root: Path, data: Mapping[str, Any], split: str, tasks: Mapping[str, TaskSpec],
+    def __call__(self, root: Path, data: DataConfig, split: str, tasks: Mapping[str, TaskSpec],
                  image_size: int, limit: int | None) -> Dataset: ...
 
 
 class CheckData(Protocol):
     """Raise ``MtbenchError`` for a ``[data]`` section that ``prepare`` would refuse."""
 
-    def __call__(self, data: Mapping[str, Any]) -> None: ...
+    def __call__(self, data: DataConfig) -> None: ...
 
 
 @dataclass(frozen=True)

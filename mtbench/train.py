@@ -3,30 +3,31 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from collections import defaultdict
-from typing import Any
+from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 
 from mtbench.baseline import evaluate_constants, fit_constants
+from mtbench.configs import TrainConfig
 from mtbench.context import TrialContext
 from mtbench.errors import TrainingError
+from mtbench.measure import aggregated_values, statistics_of
 from mtbench.models import build_model, count_macs, count_parameters, save_checkpoint
 from mtbench.resume import BadState, clear_state, load_state, save_state, set_aside
-from mtbench.storage.db import TrialResult
+from mtbench.results import MetricRow, Phase, TrialResult
 
 
-def make_optimizer(config: dict, params) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+def make_optimizer(config: TrainConfig, params) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """Adam as in the MTRobust code, or the paper's SGD (momentum 0.9, weight decay 1e-4);
     the lr drops x0.1 at the milestones (fractions of the epochs)."""
-    if config["optimizer"] == "adam":
-        opt = torch.optim.Adam(params, lr=config["lr"])
+    if config.optimizer == "adam":
+        opt = torch.optim.Adam(params, lr=config.lr)
     else:
-        opt = torch.optim.SGD(params, lr=config["lr"], momentum=0.9, weight_decay=1e-4)
-    epochs = config["epochs"]
-    milestones = sorted({max(1, math.floor(f * epochs)) for f in config["lr_milestones"]} - {epochs})
+        opt = torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=1e-4)
+    epochs = config.epochs
+    milestones = sorted({max(1, math.floor(f * epochs)) for f in config.lr_milestones} - {epochs})
     return opt, torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=0.1)
 
 
@@ -41,53 +42,60 @@ def per_task_losses(model, batch, tasks, device, loss_options) -> tuple[dict, di
 
 @torch.no_grad()
 def evaluate_clean(model, loader, tasks, device, loss_options) -> dict[str, dict[str, float]]:
-    """Mean loss and every metric of every task over a split."""
+    """Mean loss and every metric of every task over a split (aggregated metrics by their aggregate)."""
     model.eval()
     sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    statistics = []
     n = 0
     for batch in loader:
         outputs, losses = per_task_losses(model, batch, tasks, device, loss_options)
         _, targets, masks = batch
+        targets = {t: v.to(device) for t, v in targets.items()}
+        masks = {t: v.to(device) for t, v in masks.items()}
         for t, spec in tasks.items():
             sums[t]["loss"] += losses[t].sum().item()
             for m in spec.metrics:
-                sums[t][m.name] += m.fn(outputs[t], targets[t].to(device), masks[t].to(device)).sum().item()
+                sums[t][m.name] += m.fn(outputs[t], targets[t], masks[t]).sum().item()
+        statistics.append(statistics_of(outputs, targets, masks, tasks))
         n += batch[0].shape[0]
-    return {t: {k: v / n for k, v in d.items()} for t, d in sums.items()}
+    values = {t: {k: v / n for k, v in d.items()} for t, d in sums.items()}
+    for t, aggregated in aggregated_values(statistics, tasks).items():
+        values[t].update(aggregated)
+    return values
 
 
-def run_train(config: dict[str, Any], trial_id: str, ctx: TrialContext) -> TrialResult:
+def run_train(config: TrainConfig, trial_id: str, ctx: TrialContext) -> TrialResult:
     """Train one model (resuming after a kill), then store its clean metrics, baseline and checkpoint."""
     device = ctx.device
-    torch.manual_seed(config["seed"])  # module init draws from the global RNG; seeded per trial
-    tasks = {t: ctx.plugins.tasks.get(t) for t in config["tasks"]}
-    data = config["data"]
-    train_set = ctx.open_split(data, "train", tasks, data["train_samples"])
-    val_split = "val" if data.get("val_samples") else "test"
-    val_set = ctx.open_split(data, val_split, tasks, data.get("val_samples") or data["test_samples"])
-    test_set = ctx.open_split(data, "test", tasks, data["test_samples"])
-    gen = torch.Generator().manual_seed(config["seed"])
-    train_loader = DataLoader(train_set, batch_size=config["batch_size"], shuffle=True, generator=gen)
-    val_loader = DataLoader(val_set, batch_size=config["batch_size"])
-    test_loader = DataLoader(test_set, batch_size=config["batch_size"])
+    torch.manual_seed(config.seed)  # module init draws from the global RNG; seeded per trial
+    tasks = {t: ctx.plugins.tasks.get(t) for t in config.tasks}
+    data = config.data
+    train_set = ctx.open_split(data, "train", tasks, data.train_samples)
+    val_split = "val" if data.val_samples else "test"
+    val_set = ctx.open_split(data, val_split, tasks, data.val_samples or data.test_samples)
+    test_set = ctx.open_split(data, "test", tasks, data.test_samples)
+    gen = torch.Generator().manual_seed(config.seed)
+    train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, generator=gen)
+    val_loader = DataLoader(val_set, batch_size=config.batch_size)
+    test_loader = DataLoader(test_set, batch_size=config.batch_size)
 
-    model = build_model(config["encoder"], config["tasks"], ctx.plugins).to(device)
-    if config.get("channels_last"):
+    model = build_model(config.encoder, list(config.tasks), ctx.plugins).to(device)
+    if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt, sched = make_optimizer(config, model.parameters())
-    weights = config["weights"]
-    loss_options = config.get("loss_options", {})
-    use_amp = bool(config.get("amp")) and device.type == "cuda"
+    weights = config.weights
+    loss_options = config.loss_options
+    use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
-    rows: list[dict[str, Any]] = []
+    rows: list[MetricRow] = []
     first_epoch = 1
-    resumed = _resume(ctx, trial_id, config["epochs"], model, opt, sched, gen)
+    resumed = _resume(ctx, trial_id, config.epochs, model, opt, sched, gen)
     if resumed is not None:  # a kill interrupted this trial: go on after its last finished epoch
-        first_epoch, rows = resumed[0] + 1, resumed[1]
-    advance = ctx.progress("epochs", config["epochs"])
+        first_epoch, rows = resumed[0] + 1, [MetricRow.from_record(r) for r in resumed[1]]
+    advance = ctx.progress("epochs", config.epochs)
     advance(first_epoch - 1)
-    for epoch in range(first_epoch, config["epochs"] + 1):
+    for epoch in range(first_epoch, config.epochs + 1):
         model.train()
         sums: dict[str, float] = defaultdict(float)
         seen = 0
@@ -98,7 +106,7 @@ def run_train(config: dict[str, Any], trial_id: str, ctx: TrialContext) -> Trial
             if not torch.isfinite(total):
                 values = ", ".join(f"{t} {losses[t].mean().item():.4g}" for t in tasks)
                 raise TrainingError(f"the training loss became {total.item()} at epoch {epoch}, batch {batch_index} "
-                                    f"(task losses: {values}); lower the lr ({config['lr']}) or check the data")
+                                    f"(task losses: {values}); lower the lr ({config.lr}) or check the data")
             opt.zero_grad(set_to_none=True)
             scaler.scale(total).backward()
             scaler.step(opt)
@@ -110,32 +118,29 @@ def run_train(config: dict[str, Any], trial_id: str, ctx: TrialContext) -> Trial
                 sums[t] += losses[t].sum().item()
         sched.step()
         for t, v in sums.items():
-            rows.append(_row("train", "train", t, "loss", epoch, v / seen))
+            rows.append(MetricRow(Phase.TRAIN, t, "loss", v / seen, epoch, split="train"))
         for t, values in evaluate_clean(model, val_loader, tasks, device, loss_options).items():
-            for metric, v in values.items():
-                rows.append(_row(val_split, "val", t, metric, epoch, v))
-        if epoch < config["epochs"]:
-            save_state(ctx.checkpoints, trial_id, epoch, model, opt, sched, gen, rows)
+            rows += [MetricRow(Phase.VAL, t, metric, v, epoch, split=val_split) for metric, v in values.items()]
+        if epoch < config.epochs:
+            save_state(ctx.checkpoints, trial_id, epoch, model, opt, sched, gen, [r.record() for r in rows])
         advance(1)
     for t, values in evaluate_clean(model, test_loader, tasks, device, loss_options).items():
         values.setdefault("error", values[tasks[t].error_metric])  # the paper's clean error, by one name
-        for metric, v in values.items():
-            rows.append(_row("test", "clean", t, metric, config["epochs"], v))
+        rows += [MetricRow(Phase.CLEAN, t, metric, v, config.epochs) for metric, v in values.items()]
 
     constants = fit_constants(train_loader, tasks)
     for t, values in evaluate_constants(constants, test_loader, tasks).items():
         values.setdefault("error", values[tasks[t].error_metric])
-        for metric, v in values.items():
-            rows.append(_row("test", "baseline", t, metric, config["epochs"], v))
+        rows += [MetricRow(Phase.BASELINE, t, metric, v, config.epochs) for metric, v in values.items()]
 
     model = model.to(memory_format=torch.contiguous_format).eval()
     path = ctx.checkpoints / f"{trial_id}.safetensors"
-    sha = save_checkpoint(model, path, {"encoder": config["encoder"], "tasks": config["tasks"], "trial": trial_id})
+    sha = save_checkpoint(model, path, {"encoder": config.encoder, "tasks": list(config.tasks), "trial": trial_id})
     model_row = {
-        "encoder": config["encoder"], "tasks": ",".join(config["tasks"]), "weighting": config["weighting"],
-        "epochs": config["epochs"], "checkpoint": _relative(path, ctx.out), "sha256": sha,
-        "parameters": count_parameters(model), "macs": count_macs(model, data["image_size"]),
-        "image_size": data["image_size"],
+        "encoder": config.encoder, "tasks": ",".join(config.tasks), "weighting": config.weighting,
+        "epochs": config.epochs, "checkpoint": _relative(path, ctx.out), "sha256": sha,
+        "parameters": count_parameters(model), "macs": count_macs(model, data.image_size),
+        "image_size": data.image_size,
     }
     clear_state(ctx.checkpoints, trial_id)
     return TrialResult(metrics=rows, model=model_row)
@@ -160,7 +165,3 @@ def _relative(path: Path, out: Path) -> str:
     except ValueError:
         return str(path)
 
-
-def _row(split: str, phase: str, task: str, metric: str, step: int, value: float) -> dict[str, Any]:
-    return {"split": split, "phase": phase, "task": task, "attacked": None, "metric": metric, "step": step,
-            "value": float(value)}

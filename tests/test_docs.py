@@ -9,7 +9,7 @@ import torch
 
 from conftest import REPO
 from mtbench import docgen
-from mtbench.grid import GridModel
+from mtbench.settings import GridModel
 
 
 def test_generated_pages_are_up_to_date():

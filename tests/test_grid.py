@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 
 from mtbench.errors import ConfigError
-from mtbench.grid import load_grid, trial_id
+from mtbench.grid import load_grid
 
 from conftest import REPO, TINY_GRID, run_cli
 
@@ -74,35 +74,37 @@ def test_toml_syntax_error_names_file_and_line(write_grid, plugins):
 def test_expansion(write_grid, plugins):
     grid = load_grid(write_grid(task_sets='["s", "sd", ["depth_zbuffer", "normal"]]'), plugins)
     train = grid.train_trials
-    assert [t.config["tasks"] for t in train] == [
+    assert [list(t.config.tasks) for t in train] == [
         ["segment_semantic"], ["segment_semantic", "depth_zbuffer"], ["depth_zbuffer", "normal"]]
     attacks = [t for t in grid.trials if t.kind == "attack"]
     assert len(attacks) == 1 + 2 + 2  # "each": one trial per task of each model
     assert all(a.parent in {t.id for t in train} for a in attacks)
     assert grid.trials.index(attacks[0]) > max(grid.trials.index(t) for t in train)
-    eps = attacks[0].config["eps"]
-    assert eps == pytest.approx(8 / 255) and attacks[0].config["step_size"] == pytest.approx(eps / 4)
+    eps = attacks[0].config.eps
+    assert eps == pytest.approx(8 / 255) and attacks[0].config.step_size == pytest.approx(eps / 4)
 
 
 def test_targets_all_and_explicit(write_grid, plugins):
     text = TINY_GRID.replace('targets = "each"', 'targets = [["s"], ["s", "d"]]')
     grid = load_grid(write_grid(text, task_sets='["s", "sd"]'), plugins)
-    targets = sorted(tuple(t.config["targets"]) for t in grid.trials if t.kind == "attack")
+    targets = sorted(tuple(t.config.targets) for t in grid.trials if t.kind == "attack")
     assert targets == [("segment_semantic",), ("segment_semantic",), ("segment_semantic", "depth_zbuffer")]
     bad = TINY_GRID.replace('targets = "each"', 'targets = [["n"]]')
     with pytest.raises(ConfigError, match="'n' is in no task set"):
         load_grid(write_grid(bad, name="bad.toml"), plugins)
 
 
-def test_trial_id_is_canonical():
-    assert trial_id({"a": 1, "b": [1, 2]}) == trial_id({"b": [1, 2], "a": 1})
-    assert trial_id({"a": 1}) != trial_id({"a": 2})
+def test_trial_id_is_a_hash_of_the_identity(write_grid, plugins):
+    train = load_grid(write_grid(), plugins).train_trials[0]
+    assert train.id == train.config.id and len(train.id) == 16
+    reordered = type(train.config).model_validate(dict(reversed(list(train.config.record().items()))))
+    assert reordered.id == train.id  # key order never matters
 
 
 def test_weightings(write_grid, plugins):
     text = TINY_GRID.replace("epochs = 1", 'epochs = 1\nweighting = ["uniform", "sum", "optimal", {{s = 1.0, d = 0.5}}]')
     grid = load_grid(write_grid(text, task_sets='["sd"]'), plugins)
-    weights = {t.config["weighting"]: t.config["weights"] for t in grid.train_trials}
+    weights = {t.config.weighting: t.config.weights for t in grid.train_trials}
     assert weights["uniform"] == {"segment_semantic": 0.5, "depth_zbuffer": 0.5}
     assert weights["sum"] == {"segment_semantic": 1.0, "depth_zbuffer": 1.0}
     assert weights["optimal"] == {"segment_semantic": 1.0, "depth_zbuffer": 0.1}
@@ -135,4 +137,4 @@ def test_bounds_are_inclusive(write_grid, plugins):
         .replace("batch_size = 4", f"batch_size = 65536\nlr = 10\nseeds = [0, {2**32 - 1}]") \
         .replace('eps = ["8/255"]', "eps = [1]\nstep_size = 1").replace("steps = 2", "steps = 100000")
     trials = load_grid(write_grid(edges), plugins).trials
-    assert {t.config["seed"] for t in trials} == {0, 2**32 - 1}
+    assert {t.config.seed for t in trials} == {0, 2**32 - 1}

@@ -14,7 +14,7 @@ from sqlalchemy import create_engine, inspect
 from mtbench.errors import MtbenchError
 from mtbench.report import Filters, leaderboard, load_frames
 from mtbench.storage import DatabaseMissing, Store, export_parquet
-from mtbench.storage.db import TrialResult
+from mtbench.results import MetricRow, Phase, TrialResult
 from mtbench.storage.fixture import ResultsWriter
 from mtbench.storage.opening import sqlite_path
 from mtbench.storage.schema import SCHEMA_VERSION
@@ -25,8 +25,7 @@ def test_claim_finish_fail_release(db_url):
     run = store.begin_run("t", "grid.toml", "", "0")
     assert store.claim("a", "train", "a", {"seed": 0}, None, run, "0")
     assert not store.claim("a", "train", "a", {"seed": 0}, None, run, "0")  # held
-    store.finish("a", TrialResult(metrics=[{"split": "test", "phase": "clean", "task": "t", "attacked": None,
-                                            "metric": "error", "step": 0, "value": 0.5}]), 1.0)
+    store.finish("a", TrialResult(metrics=[MetricRow(Phase.CLEAN, "t", "error", 0.5)]), 1.0)
     assert not store.claim("a", "train", "a", {"seed": 0}, None, run, "0")  # done
     assert store.claim("b", "train", "b", {"seed": 0}, None, run, "0")
     store.fail("b", "boom")

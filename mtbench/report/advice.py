@@ -3,13 +3,14 @@ validated, the full-budget result beside the proxy and their rank correlations."
 
 from __future__ import annotations
 
-import json
 import math
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mtbench.configs import TrialKind, parse_config
 from mtbench.report.frames import Frames
+from mtbench.results import Phase
 from mtbench.report.leaderboard import done
 from mtbench.report.render import Section
 
@@ -20,16 +21,16 @@ def advice_sections(frames: Frames, only: list[str] | None = None) -> list[Secti
     ids = [i for i in advice["id"].to_pylist() if only is None or i in only] if advice.num_rows else []
     if not ids:
         return []
-    configs = {r["id"]: json.loads(r["config"]) for r in _configs(frames, ids)}
+    configs = {r["id"]: parse_config(TrialKind.ADVICE, r["config"]) for r in _configs(frames, ids)}
     values: dict[str, dict[str, dict[str, float]]] = {}
     for metric in ("rank", "proxy", "proxy_low", "proxy_high", "full", "spearman", "pearson"):
-        table = frames.read_metrics("advice", metric, ids).to_pydict()
+        table = frames.read_metrics(Phase.ADVICE, metric, ids).to_pydict()
         for tid, task, value in zip(table["trial_id"], table["task"], table["value"]):
             values.setdefault(tid, {}).setdefault(task, {})[metric] = value
     sections = []
     for tid in ids:
         cfg, v = configs[tid], values.get(tid, {})
-        what = "clean error" if cfg["proxy"] == "clean" else f"vulnerability under {cfg['attack']}"
+        what = "clean error" if cfg.proxy == "clean" else f"vulnerability under {cfg.attack}"
         rows = []
         for aux, m in sorted(v.items(), key=lambda kv: kv[1].get("rank", math.inf)):
             if aux == "*":
@@ -37,13 +38,13 @@ def advice_sections(frames: Frames, only: list[str] | None = None) -> list[Secti
             rows.append({"rank": int(m["rank"]) if "rank" in m else None, "auxiliary": aux, "proxy": m.get("proxy"),
                          "95% CI": _interval(m.get("proxy_low"), m.get("proxy_high")), "full": m.get("full")})
         corr = v.get("*", {})
-        note = (f"'-' = {cfg['main']} trained alone; proxy = main-task {what} on {cfg['proxy_encoder']} "
-                f"({cfg['proxy_epochs']} epochs); full = on {cfg['encoder']}")
+        note = (f"'-' = {cfg.main} trained alone; proxy = main-task {what} on {cfg.proxy_encoder} "
+                f"({cfg.proxy_epochs} epochs); full = on {cfg.encoder}")
         if corr:
             note += f"; proxy vs full: Spearman {corr.get('spearman', math.nan):.2f}, " \
                     f"Pearson {corr.get('pearson', math.nan):.2f}"
-        sections.append(Section(f"Advice: auxiliary tasks for main task {cfg['main']} on {cfg['encoder']}, "
-                                f"by the {cfg['proxy']} proxy (lower is more robust)", rows, note=note))
+        sections.append(Section(f"Advice: auxiliary tasks for main task {cfg.main} on {cfg.encoder}, "
+                                f"by the {cfg.proxy} proxy (lower is more robust)", rows, note=note))
     return sections
 
 

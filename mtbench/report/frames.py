@@ -14,6 +14,7 @@ import pyarrow as pa
 from sqlalchemy import select
 
 from mtbench.errors import MtbenchError
+from mtbench.results import Phase
 from mtbench.storage.schema import metrics, models, runs, samples
 from mtbench.storage.trial_info import flatten, trial_info_query
 
@@ -59,7 +60,8 @@ def _from_sql(url: str) -> Frames:
     store = Store(url, read_only=True)
     engine = store.engine
 
-    def read_metrics(phase: str, metric: str, trial_ids: Sequence[str] | None) -> pa.Table:
+    def read_metrics(phase: Phase | str, metric: str, trial_ids: Sequence[str] | None) -> pa.Table:
+        phase = Phase(phase).value  # a misspelt phase is an error, not an empty table
         query = select(*(metrics.c[c] for c in METRIC_COLUMNS)).where(metrics.c.phase == phase,
                                                                         metrics.c.metric == metric)
         if trial_ids is not None:
@@ -106,7 +108,8 @@ def _from_parquet(folder: Path) -> Frames:
             raise MtbenchError(f"{path}: not a readable Parquet file ({exc}); `mtbench export` rewrites the "
                                "mirror from the database") from None
 
-    def read_metrics(phase: str, metric: str, trial_ids: Sequence[str] | None) -> pa.Table:
+    def read_metrics(phase: Phase | str, metric: str, trial_ids: Sequence[str] | None) -> pa.Table:
+        phase = Phase(phase).value
         filters = [("phase", "=", phase), ("metric", "=", metric)]
         if trial_ids is not None:
             filters.append(("trial_id", "in", list(trial_ids)))

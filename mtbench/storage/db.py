@@ -10,7 +10,6 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,7 +17,9 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from mtbench.configs import TrialConfig, parse_config
 from mtbench.errors import MtbenchError
+from mtbench.results import TrialResult, TrialStatus
 from mtbench.storage.opening import DatabaseMissing, database_error, display_name, integrity_problems, open_engine
 from mtbench.storage.schema import metadata, metrics, models, runs, samples, trials
 
@@ -31,17 +32,6 @@ def default_url(out: Path) -> str:
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-@dataclass
-class TrialResult:
-    """What a trial hands to the store when it finishes."""
-
-    metrics: list[dict[str, Any]] = field(default_factory=list)
-    samples: list[dict[str, Any]] = field(default_factory=list)
-    model: dict[str, Any] | None = None
-    checks: dict[str, Any] | None = None
-    suspect: bool = False
 
 
 def _guarded(doing: str) -> Callable[[F], F]:
@@ -127,6 +117,13 @@ class Store:
             row = c.execute(select(trials).where(trials.c.id == trial_id)).mappings().first()
         return dict(row) if row else None
 
+    def trial_config(self, trial_id: str) -> TrialConfig:
+        """A stored trial's configuration, typed (its kind decides the type)."""
+        row = self.trial(trial_id)
+        if row is None:
+            raise MtbenchError(f"{self.name}: no trial {trial_id} in this database")
+        return parse_config(row["kind"], row["config"])
+
     @_guarded("read")
     def model(self, trial_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as c:
@@ -141,7 +138,7 @@ class Store:
         Atomic across processes and machines: a new trial is an INSERT that only one worker can win
         (primary key), an existing one a conditional UPDATE that only one worker can match."""
         now = time.time()
-        values = dict(status="running", worker=worker_name(), run_id=run_id, started_at=now, heartbeat_at=now,
+        values = dict(status=TrialStatus.RUNNING.value, worker=worker_name(), run_id=run_id, started_at=now, heartbeat_at=now,
                       error=None, mtbench_version=version)
         try:
             with self.engine.begin() as c:
@@ -153,7 +150,8 @@ class Store:
             pass  # it exists: claim it only if nobody holds it and it is not done
         with self.engine.begin() as c:
             result = c.execute(update(trials)
-                               .where((trials.c.id == trial_id) & trials.c.status.in_(("pending", "failed")))
+                               .where((trials.c.id == trial_id)
+                                      & trials.c.status.in_((TrialStatus.PENDING.value, TrialStatus.FAILED.value)))
                                .values(attempts=trials.c.attempts + 1, **values))
             return result.rowcount == 1
 
@@ -165,13 +163,13 @@ class Store:
                 key = table.c.trial_id
                 c.execute(delete(table).where(key == trial_id))
             if result.metrics:
-                c.execute(insert(metrics), [{"trial_id": trial_id, **m} for m in result.metrics])
+                c.execute(insert(metrics), [{"trial_id": trial_id, **m.record()} for m in result.metrics])
             if result.samples:
-                c.execute(insert(samples), [{"trial_id": trial_id, **s} for s in result.samples])
+                c.execute(insert(samples), [{"trial_id": trial_id, **s.record()} for s in result.samples])
             if result.model:
                 c.execute(insert(models).values(trial_id=trial_id, **result.model))
             c.execute(update(trials).where(trials.c.id == trial_id).values(
-                status="done", finished_at=time.time(), duration_s=duration_s,
+                status=TrialStatus.DONE.value, finished_at=time.time(), duration_s=duration_s,
                 checks=json.dumps(result.checks) if result.checks is not None else None,
                 suspect=result.suspect, error=None))
 
@@ -179,14 +177,14 @@ class Store:
     def fail(self, trial_id: str, error: str) -> None:
         with self.engine.begin() as c:
             c.execute(update(trials).where(trials.c.id == trial_id).values(
-                status="failed", error=error, finished_at=time.time()))
+                status=TrialStatus.FAILED.value, error=error, finished_at=time.time()))
 
     @_guarded("write")
     def release(self, trial_id: str) -> None:
         """Give a trial back (Ctrl-C): it is not done and will run again next time."""
         with self.engine.begin() as c:
-            c.execute(update(trials).where((trials.c.id == trial_id) & (trials.c.status == "running"))
-                      .values(status="pending", worker=None))
+            c.execute(update(trials).where((trials.c.id == trial_id) & (trials.c.status == TrialStatus.RUNNING.value))
+                      .values(status=TrialStatus.PENDING.value, worker=None))
 
     @_guarded("write")
     def heartbeat(self, trial_id: str) -> None:
@@ -204,14 +202,14 @@ class Store:
         stale = []
         with self.engine.begin() as c:
             rows = c.execute(select(trials.c.id, trials.c.worker, trials.c.heartbeat_at)
-                             .where(trials.c.status == "running")).all()
+                             .where(trials.c.status == TrialStatus.RUNNING.value)).all()
             for tid, worker, beat in rows:
                 w_host, _, pid = (worker or "").rpartition(":")
                 dead = (not _pid_alive(int(pid))) if w_host == host and pid.isdigit() else (
                     time.time() - (beat or 0) > stale_after_s)
                 if dead:
                     stale.append(tid)
-                    c.execute(update(trials).where(trials.c.id == tid).values(status="pending", worker=None))
+                    c.execute(update(trials).where(trials.c.id == tid).values(status=TrialStatus.PENDING.value, worker=None))
         return stale
 
     # ------------------------------------------------------------------ reading

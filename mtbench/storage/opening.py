@@ -221,6 +221,10 @@ def prepare_for_writing(engine: Engine, state: DatabaseState, name: str) -> None
         for table in metadata.sorted_tables:  # indexes added since the database was made
             for index in table.indexes:
                 index.create(c, checkfirst=True)
+        if state.version is not None and state.version < 3:
+            from mtbench.storage.migrate import rekey_trials
+
+            rekey_trials(c)  # version 3: trial ids follow the written policy (mtbench.configs)
         c.execute(delete(meta).where(meta.c.key == "schema_version"))
         c.execute(insert(meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
 

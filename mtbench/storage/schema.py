@@ -1,9 +1,8 @@
 """The tables. Metrics are long form: one row per (trial, split, phase, task, metric, step).
 
-``phase`` says what a metric row measures: ``train``/``val`` per epoch of a training trial,
-``baseline`` for the best constant predictor of each task (fitted on the training split),
-``clean`` (step 0) and ``adv`` (step = attack steps) for an evaluation, ``trace`` for the
-iterates of an attack, and ``vulnerability`` for values derived from clean and adversarial ones.
+``phase`` says what a metric row measures: one of :class:`mtbench.results.Phase`, whose members
+document each; ``trials.status`` is one of :class:`mtbench.results.TrialStatus`; ``trials.config``
+is a typed configuration's ``record()`` (:mod:`mtbench.configs`).
 
 ``mtbench_meta`` holds the schema version, so that an mtbench too old for a database refuses it
 instead of misreading it. Databases made before the table existed are version 1.
@@ -13,8 +12,9 @@ from sqlalchemy import BigInteger, Boolean, Column, Float, ForeignKey, Index, In
 
 metadata = MetaData()
 
-SCHEMA_VERSION = 2
-"""1: the five tables below; 2: adds ``mtbench_meta`` and the metrics (phase, metric, trial) index."""
+SCHEMA_VERSION = 3
+"""1: the five tables below; 2: adds ``mtbench_meta`` and the metrics (phase, metric, trial) index;
+3: trial ids follow the written trial-id policy (``mtbench.configs``; ``mtbench.storage.migrate``)."""
 
 meta = Table(
     "mtbench_meta", metadata,
@@ -42,7 +42,7 @@ trials = Table(
     Column("label", Text),
     Column("parent", String(32)),
     Column("config", Text, nullable=False),
-    Column("status", String(20), nullable=False),  # pending | running | done | failed
+    Column("status", String(20), nullable=False),  # a TrialStatus
     Column("attempts", Integer, nullable=False, default=0),
     Column("worker", String(200)),
     Column("run_id", Integer),

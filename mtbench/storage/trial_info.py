@@ -7,24 +7,51 @@ flatten in about 0.1 s from either source (database or Parquet mirror).
 from __future__ import annotations
 
 import io
+import types
+import typing
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 from sqlalchemy import select
 
+from mtbench.configs import CONFIG_TYPES
 from mtbench.storage.schema import trials
 
-# report column -> (JSON key in the trial config, Arrow type)
-CONFIG_FIELDS: dict[str, tuple[str, pa.DataType]] = {
-    "encoder": ("encoder", pa.string()), "codes": ("codes", pa.list_(pa.string())),
-    "task_names": ("tasks", pa.list_(pa.string())), "weighting": ("weighting", pa.string()),
-    "epochs": ("epochs", pa.int64()), "seed": ("seed", pa.int64()), "model": ("model", pa.string()),
-    "source_model": ("source_model", pa.string()), "attack": ("attack", pa.string()),
-    "norm": ("norm", pa.string()), "eps": ("eps", pa.float64()), "steps": ("steps", pa.int64()),
-    "objective": ("objective", pa.string()), "targets": ("targets_codes", pa.list_(pa.string())),
-}
-LIST_SEPARATORS = {"codes": "", "targets": "", "task_names": ","}  # ["s", "d"] is shown "sd"
+RENAMED = {"tasks": "task_names", "targets": "target_names", "targets_codes": "targets"}
+"""Report columns named otherwise than their config field: ``targets`` reads as codes ("sd")."""
+LIST_SEPARATORS = {"codes": "", "targets": "", "candidates": ""}  # ["s", "d"] is shown "sd"; other lists "a,b"
+
+
+def _arrow_type(annotation: Any) -> pa.DataType | None:
+    """The Arrow type of a config field that a report can group by; None for nested and mapping fields."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        return _arrow_type(args[0])
+    if typing.get_origin(annotation) is typing.Literal:
+        return pa.string()
+    if typing.get_origin(annotation) is tuple and args[:1] == [str]:
+        return pa.list_(pa.string())
+    return {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}.get(annotation)
+
+
+def _config_fields() -> dict[str, tuple[str, pa.DataType]]:
+    """Report column -> (config field, Arrow type), for every flat field of every trial kind."""
+    fields: dict[str, tuple[str, pa.DataType]] = {}
+    for config_type in CONFIG_TYPES.values():
+        for name, info in config_type.model_fields.items():
+            kind = _arrow_type(info.annotation)
+            if kind is None or name == "kind":
+                continue
+            column = RENAMED.get(name, name)
+            if fields.setdefault(column, (name, kind)) != (name, kind):
+                raise TypeError(f"config field {name!r} has two types across trial kinds")
+    return fields
+
+
+CONFIG_FIELDS = _config_fields()
+"""Report column -> (JSON key in the trial config, Arrow type), derived from ``mtbench.configs``."""
 STATUS_COLUMNS = ("id", "kind", "status", "suspect", "run_id", "duration_s")
 
 
@@ -46,7 +73,7 @@ def flatten(table: pa.Table) -> pa.Table:
         parsed = schema.empty_table()
     for column, (key, _) in CONFIG_FIELDS.items():
         values = parsed[key] if key in parsed.column_names else pa.nulls(table.num_rows, schema.field(key).type)
-        if column in LIST_SEPARATORS:
-            values = pc.binary_join(values, LIST_SEPARATORS[column])
+        if pa.types.is_list(values.type):
+            values = pc.binary_join(values, LIST_SEPARATORS.get(column, ","))
         out = out.append_column(column, values)
     return out.append_column("config", table["config"]) if "config" in table.column_names else out

@@ -1,0 +1,231 @@
+"""Typed trial configurations and the trial-id policy.
+
+The grid builds one frozen configuration per trial (:class:`TrainConfig`, :class:`AttackConfig`,
+:class:`AnalysisConfig`, :class:`AdviceConfig`); the runner, the executors, the store and the
+report read it by attribute. Its JSON (``record()``) is what the ``trials`` table keeps.
+
+**Trial-id policy.** Every field has one of three roles:
+
+- *identity* (the default): it can change the results, so it is part of the id;
+- *execution*: how the work runs, not what it computes (an attack's batch size, since a sample's
+  perturbation never depends on its batch; whether per-step traces are stored); not in the id;
+- *seed*: part of the id; the **setting id** is the id without the seeds, so that results are
+  averaged over seeds only within one setting.
+
+A field added after trials were first stored is declared with :func:`added`: it leaves the id
+while it holds its default, so adding a key never changes the ids of existing trials and existing
+databases keep their done trials. Moving a field to *execution* does change ids; the store then
+re-keys the trials it holds (``mtbench.storage.migrate``), once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from enum import Enum
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mtbench.settings import DataSection
+
+
+class TrialKind(str, Enum):
+    TRAIN = "train"
+    ATTACK = "attack"
+    ANALYSIS = "analysis"
+    ADVICE = "advice"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Role(str, Enum):
+    IDENTITY = "identity"
+    EXECUTION = "execution"
+    SEED = "seed"
+
+
+def execution(default: Any, description: str) -> Any:
+    """A field that says how to run, not what to compute: not in the id."""
+    return Field(default, description=description, json_schema_extra={"role": Role.EXECUTION.value})
+
+
+def seed(description: str = "random seed") -> Any:
+    """A seed: in the id, not in the setting id."""
+    return Field(0, description=description, json_schema_extra={"role": Role.SEED.value})
+
+
+def added(default: Any, description: str) -> Any:
+    """A field added after trials were stored: in the id only when it differs from its default."""
+    return Field(default, description=description, json_schema_extra={"added": True})
+
+
+class Config(BaseModel):
+    """A trial configuration: frozen, every key known, serialised as plain JSON."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def record(self) -> dict[str, Any]:
+        """Every field, as stored in the ``trials`` table."""
+        return self.model_dump(mode="json")
+
+    def identity(self, with_seeds: bool = True) -> dict[str, Any]:
+        """The fields that make the id (without the seeds: the setting id), nested configs included."""
+        out: dict[str, Any] = {}
+        for name, info in type(self).model_fields.items():
+            extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+            role = extra.get("role", Role.IDENTITY.value)
+            value = getattr(self, name)
+            if role == Role.EXECUTION.value or (role == Role.SEED.value and not with_seeds):
+                continue
+            if extra.get("added") and value == info.default:
+                continue
+            out[name] = value.identity(with_seeds) if isinstance(value, Config) else _plain(value)
+        return out
+
+    @property
+    def id(self) -> str:
+        """The trial id: a hash of the identity fields (see the module's policy)."""
+        return _digest(self.identity())
+
+    @property
+    def setting_id(self) -> str:
+        """The id without the seeds: trials of one setting differ only in their seeds."""
+        return _digest(self.identity(with_seeds=False))
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=lambda v: v.model_dump(mode="json")))  # tuples -> lists
+
+
+def _digest(payload: dict[str, Any]) -> str:
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+class DataConfig(DataSection, Config):
+    """The grid's ``[data]`` plus the seed of generated data (``run.seed``)."""
+
+    seed: int = seed("seed of generated (synthetic) data")
+
+
+class TrainConfig(Config):
+    """Train one multi-task model: an encoder with one decoder per task."""
+
+    kind: Literal["train"] = "train"
+    encoder: str
+    tasks: tuple[str, ...]
+    codes: tuple[str, ...]
+    weighting: str = Field(description="uniform, sum, optimal or explicit")
+    weights: dict[str, float]
+    epochs: int
+    batch_size: int
+    lr: float
+    optimizer: str
+    lr_milestones: tuple[float, ...]
+    seed: int = seed("training seed: weight init and data order")
+    data: DataConfig
+    amp: bool = False
+    channels_last: bool = False
+    loss_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @property
+    def parent(self) -> str | None:
+        return None
+
+    def label(self) -> str:
+        return f"train {self.encoder} [{'+'.join(self.codes)}] {self.weighting}"
+
+
+class AttackConfig(Config):
+    """Attack one trained model (``model``, a training trial id) and measure every task."""
+
+    kind: Literal["attack"] = "attack"
+    model: str
+    attack: str
+    norm: str
+    eps: float
+    steps: int
+    step_size: float
+    random_start: bool = False
+    restarts: int = 1
+    paper_compat: bool = False
+    objective: str
+    weights: dict[str, float] | None = None
+    targets: tuple[str, ...]
+    targets_codes: tuple[str, ...]
+    seed: int = seed("the model's seed: random starts")
+    data: DataConfig
+    batch_size: int = execution(16, "attack batch size: a sample's perturbation never depends on its batch")
+    trace: bool = execution(True, "store every task's loss and error at every step")
+    options: dict[str, Any] = added({}, "attack-specific settings")
+    source_model: str | None = added(None, "transfer: the training trial that crafts the examples")
+
+    @property
+    def parent(self) -> str | None:
+        return self.model
+
+    def label(self) -> str:
+        return (f"attack {self.attack} eps={self.eps:.4g} steps={self.steps} on [{'+'.join(self.targets_codes)}]"
+                f" of {self.model[:8]}")
+
+
+class AnalysisConfig(Config):
+    """Input-gradient statistics of one trained model, on clean and adversarial points."""
+
+    kind: Literal["analysis"] = "analysis"
+    model: str
+    attack: str
+    norm: str
+    eps: float
+    steps: int
+    step_size: float
+    seed: int = seed("the model's seed")
+    data: DataConfig
+    batch_size: int = execution(16, "batch size of the gradient computations")
+
+    @property
+    def parent(self) -> str | None:
+        return self.model
+
+    def label(self) -> str:
+        return f"gradient analysis of {self.model[:8]} (adversarial points: {self.attack} eps={self.eps:.4g})"
+
+
+class AdviceConfig(Config):
+    """The advisor's ranking of auxiliary tasks, from the trials named in ``evidence``."""
+
+    kind: Literal["advice"] = "advice"
+    main: str
+    candidates: tuple[str, ...]
+    proxy: str
+    encoder: str
+    proxy_encoder: str
+    proxy_epochs: int
+    attack: str
+    eps: float
+    steps: int
+    evidence: tuple[str, ...]
+    epochs: int | None = added(None, "the full budget's epochs (of the validation trials)")
+    validated: tuple[str, ...] = added((), "the candidates also trained at the full budget")
+
+    @property
+    def parent(self) -> str | None:
+        return None
+
+    def label(self) -> str:
+        return f"advise {self.main} by {self.proxy}"
+
+
+TrialConfig = Union[TrainConfig, AttackConfig, AnalysisConfig, AdviceConfig]
+CONFIG_TYPES: dict[TrialKind, type[Config]] = {
+    TrialKind.TRAIN: TrainConfig, TrialKind.ATTACK: AttackConfig, TrialKind.ANALYSIS: AnalysisConfig,
+    TrialKind.ADVICE: AdviceConfig,
+}
+
+
+def parse_config(kind: str, record: str | dict[str, Any]) -> TrialConfig:
+    """A stored configuration (JSON text or dict) back as its typed configuration."""
+    data = json.loads(record) if isinstance(record, str) else record
+    return CONFIG_TYPES[TrialKind(kind)].model_validate(data)  # type: ignore[return-value]

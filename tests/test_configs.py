@@ -1,0 +1,100 @@
+"""Typed trial configurations and the trial-id policy (mtbench.configs), against a database written by
+the previous version of mtbench (tests/data/previous-version.db, made by its `mtbench run` of
+tests/data/previous-version.toml)."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from mtbench.configs import CONFIG_TYPES, AttackConfig, Role, TrialKind, added, parse_config
+from mtbench.errors import MtbenchError
+from mtbench.grid import load_grid
+from mtbench.runner import EXECUTORS, executor_for
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="module")
+def grid(plugins):
+    return load_grid(DATA / "previous-version.toml", plugins)
+
+
+def attack_of(grid) -> AttackConfig:
+    return next(t.config for t in grid.trials if t.kind is TrialKind.ATTACK)
+
+
+def test_execution_keys_leave_the_id_and_identity_keys_change_it(grid):
+    config = attack_of(grid)
+    assert config.model_copy(update={"batch_size": 64, "trace": False}).id == config.id
+    assert config.model_copy(update={"eps": config.eps / 2}).id != config.id
+    assert config.model_copy(update={"steps": config.steps + 1}).id != config.id
+
+
+def test_seeds_change_the_id_but_not_the_setting(grid):
+    train = grid.train_trials[0].config
+    other = train.model_copy(update={"seed": 7})
+    assert other.id != train.id and other.setting_id == train.setting_id
+    data = train.data.model_copy(update={"seed": 3})  # the seed of generated data is a seed too
+    assert train.model_copy(update={"data": data}).setting_id == train.setting_id
+    assert train.model_copy(update={"lr": train.lr * 10}).setting_id != train.setting_id
+
+
+def test_a_new_key_at_its_default_keeps_every_id(grid):
+    class Extended(AttackConfig):
+        new_option: int = added(0, "a key a later version adds")
+
+    config = attack_of(grid)
+    extended = Extended(**config.model_dump())
+    assert extended.id == config.id
+    assert Extended(**config.model_dump(), new_option=1).id != config.id
+
+
+def test_every_field_has_a_role():
+    roles = {r.value for r in Role}
+    for config_type in CONFIG_TYPES.values():
+        for name, info in config_type.model_fields.items():
+            extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+            assert extra.get("role", Role.IDENTITY.value) in roles, (config_type.__name__, name)
+
+
+def test_stored_configs_read_back_typed(grid):
+    for trial in grid.trials:
+        again = parse_config(trial.kind, trial.config.record())
+        assert again == trial.config and again.id == trial.id
+
+
+def test_every_kind_has_an_executor_and_an_unknown_kind_is_an_error():
+    assert set(EXECUTORS) == set(TrialKind)
+    assert all(callable(executor_for(kind)) for kind in TrialKind)
+    with pytest.raises(MtbenchError, match="no executor for trials of kind 'defence'"):
+        executor_for("defence")
+
+
+def test_a_database_of_the_previous_version_keeps_its_done_trials(grid, tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    shutil.copy(DATA / "previous-version.db", results / "mtbench.db")
+    with sqlite3.connect(results / "mtbench.db") as c:
+        before = dict(c.execute("select kind, count(*) from trials where status = 'done' group by kind").fetchall())
+        old_ids = {i for (i,) in c.execute("select id from trials")}
+        rows = c.execute("select count(*) from metrics").fetchone()
+    train_ids = {t.id for t in grid.train_trials}
+    assert train_ids <= old_ids, "training trials changed id: their checkpoints would be lost"
+    assert {t.id for t in grid.trials} != old_ids, "the fixture no longer exercises re-keying"
+
+    result = run_cli("run", str(DATA / "previous-version.toml"), "--out", str(results))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"0 trial(s) run, {len(grid.trials)} already done" in result.stderr
+    with sqlite3.connect(results / "mtbench.db") as c:
+        ids = {i for (i,) in c.execute("select id from trials")}
+        after = dict(c.execute("select kind, count(*) from trials where status = 'done' group by kind").fetchall())
+        assert c.execute("select count(*) from metrics").fetchone() == rows
+        assert c.execute("select value from mtbench_meta where key = 'schema_version'").fetchone() == ("3",)
+        orphans = c.execute("select count(*) from metrics where trial_id not in (select id from trials)").fetchone()
+        assert orphans == (0,)
+    assert ids == {t.id for t in grid.trials} and after == before
