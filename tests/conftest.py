@@ -146,3 +146,46 @@ def db_url(request, tmp_path):
     metadata.drop_all(engine)
     engine.dispose()
     yield url
+
+
+REAL_GRID = """
+[run]
+name = "real-tiny"
+seed = 0
+device = "cpu"
+
+[data]
+dataset = "synthetic"
+image_size = 32
+train_samples = 8
+test_samples = 4
+
+[train]
+encoders = ["resnet18"]
+task_sets = ["d", "ds"]
+epochs = 1
+batch_size = 4
+seeds = [0, 1]
+lr = 0.01  # one epoch moves the outputs enough for a 2-step attack to find something
+
+[[attack]]
+name = "pgd-linf"
+eps = ["8/255"]
+steps = 2
+targets = [["d"], ["d", "s"]]
+step_size = "8/255"
+"""
+"""Two seeds of depth alone and depth + segmentation, attacked on depth alone and (d+s) on both
+tasks: seed averaging, the single- and multi-task threats and the claims that pair them all get
+real trials."""
+
+
+@pytest.fixture(scope="session")
+def real_results(tmp_path_factory) -> Path:
+    """A results folder written by real tiny trials of ``REAL_GRID`` (run once per session, about
+    40 s on 2 cores), so report and claims tests read what training and attacks really store."""
+    root = tmp_path_factory.mktemp("real")
+    (root / "grid.toml").write_text(REAL_GRID)
+    result = run_cli("run", str(root / "grid.toml"), "--out", str(root / "results"))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    return root / "results"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
@@ -90,8 +91,47 @@ def test_table2_and_per_encoder(known_db):
     row = next(r for r in t2.rows if r["main"] == "s" and r["aux"] == "d")
     assert row["pgd"] == 0.3 and row["apgd"].startswith("0.5 (paper") and row["wgd"].startswith("0.45 (paper")
     (enc,) = paper.per_encoder(frames, Filters())
-    sd = next(r for r in enc.rows if r["tasks"] == "sd")
-    assert sd["v_multi"] == 0.3 and sd["v_single"] in (0.6, 0.7)
+    # seed 0 was attacked on s and on s+d, seed 1 on s only: each row's numbers come from the same
+    # trained models (before: seed 0's clean error beside seed 1's v_single, in one row)
+    sd = [(r["seeds"], r["clean_err"], r["v_single"], r["v_multi"]) for r in enc.rows if r["tasks"] == "sd"]
+    assert sd == [(1, 0.4, 0.6, 0.3), (1, 0.42, 0.7, None)]
+
+
+@pytest.fixture
+def two_settings_db(tmp_path) -> Path:
+    """s+d on resnet18 (two seeds, 10 epochs; one seed at 20 epochs) and on resnet50, attacked on s,
+    on s+d and (10 epochs) with apgd-linf: one setting's seeds to average, others not to mix in."""
+    store = Store(f"sqlite:///{tmp_path / 'mtbench.db'}")
+    w = ResultsWriter(store)
+    for seed, (clean, single, multi, apgd) in enumerate([(0.4, 0.6, 0.3, 0.5), (0.42, 0.7, 0.5, 0.7)]):
+        sd = w.add_model({"s": S, "d": D}, {"s": clean, "d": 0.01}, seed=seed)
+        w.add_attack(sd, "s", {S: single, D: 0.1}, seed=seed)
+        w.add_attack(sd, "sd", {S: multi, D: 1.0}, seed=seed)
+        w.add_attack(sd, "sd", {S: apgd, D: 1.0}, attack="apgd-linf", seed=seed)
+    long = w.add_model({"s": S, "d": D}, {"s": 0.2, "d": 0.01}, epochs=20)
+    w.add_attack(long, "s", {S: 0.1, D: 0.1})
+    w.add_attack(long, "sd", {S: 0.05, D: 0.1})
+    big = w.add_model({"s": S, "d": D}, {"s": 0.3, "d": 0.01}, encoder="resnet50")
+    w.add_attack(big, "s", {S: 0.9, D: 0.1})
+    w.flush()
+    return tmp_path
+
+
+def test_paper_tables_average_seeds_of_one_setting_only(two_settings_db):
+    frames = load_frames(str(two_settings_db))
+    enc = {s.title.split(":")[0]: s for s in paper.per_encoder(frames, Filters())}
+    assert list(enc) == ["resnet18", "resnet50"]
+    rows = [(r["model"], r["seeds"], r["clean_err"], r["v_single"], r["v_multi"]) for r in enc["resnet18"].rows]
+    assert rows == [("resnet18/sd/uniform (epochs=10)", 2, pytest.approx(0.41), pytest.approx(0.65), 0.4),
+                    ("resnet18/sd/uniform (epochs=20)", 1, 0.2, 0.1, 0.05)]
+    single = [s for s in paper.table1(frames, Filters()) if "uniform weighting, single" in s.title]
+    cells = sorted((s.title.split("[")[-1], s.rows[0]["d"]) for s in single)  # one matrix per encoder and epochs
+    assert len(cells) == 3 and [str(c[1]).split(" ")[0] for c in cells] == ["0.65", "0.1", "0.9"]
+    assert [s.note.split("; ")[-1] for s in sorted(single, key=lambda s: s.title)] == [
+        "each cell: mean over 2 seed(s)", "each cell: mean over 1 seed(s)", "each cell: mean over 1 seed(s)"]
+    (t2,) = paper.table2(frames, Filters())  # the other settings have no apgd column to compare
+    assert [(r["aux"], r["pgd"], r["apgd"].split(" ")[0]) for r in t2.rows] == [("d", 0.4, "0.6")]
+    assert "each cell: mean over 2 seed(s)" in t2.note
 
 
 def test_parquet_mirror_gives_the_same_leaderboard(known_db):
@@ -157,3 +197,73 @@ def test_plots_and_self_contained_html(known_db, tmp_path):
         dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
                               (known_db / "report.html").as_uri()], capture_output=True, text=True, timeout=120)
         assert "resnet18/sd/uniform" in dom.stdout and dom.stdout.count("<img") >= 5
+
+
+def stored(results: Path) -> tuple[dict[str, dict], dict[tuple[str, str, str, str], float]]:
+    """Straight from the SQLite file, past the report code: done trials' configs by id, and
+    ``{(trial, phase, metric, task): value}`` at each trial's last step."""
+    with sqlite3.connect(results / "mtbench.db") as c:
+        configs = {i: json.loads(cfg) for i, cfg in c.execute("select id, config from trials where status = 'done'")}
+        values = {row[:4]: row[4] for row in c.execute(
+            "select trial_id, phase, metric, task, value from metrics order by step")}
+    return configs, values
+
+
+def expected_rows(results: Path) -> dict[tuple[str, str], list[tuple[float, float]]]:
+    """(model task codes, attacked codes) -> per seed, (clean error, vulnerability) of the main task."""
+    configs, values = stored(results)
+    out: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for tid, cfg in configs.items():
+        if cfg["kind"] == "attack":
+            model = configs[cfg["model"]]
+            main = model["tasks"][0]
+            out.setdefault(("".join(model["codes"]), "".join(cfg["targets_codes"])), []).append(
+                (values[(cfg["model"], "clean", "error", main)],
+                 values[(tid, "vulnerability", "rel_vuln_ratio_of_means", main)]))
+    return out
+
+
+def mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values)
+
+
+def test_real_trials_leaderboard_has_one_row_per_model_with_its_seeds(real_results):
+    result = run_cli("report", "--out", str(real_results), "--view", "leaderboard", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    (rows,) = json.loads(result.stdout).values()
+    expected = expected_rows(real_results)
+    assert sorted(r["model"] for r in rows) == ["resnet18/d/uniform", "resnet18/ds/uniform"]
+    for r in rows:
+        per_seed = expected[(r["model"].split("/")[1], "d")]
+        assert r["seeds"] == len(per_seed) == 2
+        assert r["clean_err"] == pytest.approx(mean(c for c, _ in per_seed))
+        assert r["v"] == pytest.approx(mean(v for _, v in per_seed))
+        assert len({v for _, v in per_seed}) == 2  # the seeds differ, so a mean is not one seed's number
+
+
+def test_real_trials_paper_tables_average_seeds_consistently(real_results):
+    frames = load_frames(str(real_results))
+    expected = expected_rows(real_results)
+    (enc,) = paper.per_encoder(frames, Filters())
+    rows = {r["tasks"]: r for r in enc.rows}
+    assert sorted(rows) == ["d", "ds"] and len(enc.rows) == 2  # one row per model: seeds are not split or mixed
+    ds = rows["ds"]
+    assert ds["seeds"] == 2 and ds["clean_err"] == pytest.approx(mean(c for c, _ in expected[("ds", "d")]))
+    assert ds["v_single"] == pytest.approx(mean(v for _, v in expected[("ds", "d")]))
+    assert ds["v_multi"] == pytest.approx(mean(v for _, v in expected[("ds", "ds")]))
+    single = next(s for s in paper.table1(frames, Filters()) if "uniform weighting, single" in s.title)
+    assert "mean over 2 seed(s)" in single.note
+    cell = single.rows[0]["s"]
+    assert cell.split(" ")[0] == f"{mean(v for _, v in expected[('ds', 'd')]):.3g}"  # shown beside the paper's
+    parquet = load_frames(str(real_results / "parquet"))
+    assert paper.per_encoder(parquet, Filters())[0].rows == enc.rows
+
+
+def test_real_trials_of_two_seeds_share_one_setting(real_results):
+    configs, _ = stored(real_results)
+    ids = [i for i, c in configs.items() if c["kind"] == "attack" and c["targets_codes"] == ["d", "s"]]
+    frames = load_frames(str(real_results))
+    assert len(ids) == 2 and configs[ids[0]]["seed"] != configs[ids[1]]["seed"]
+    assert len({leaderboard.key(s) for s in leaderboard.settings(frames, ids).values()}) == 1
+    assert len({leaderboard.key(s) for s in leaderboard.settings(frames, ids, with_seeds=True).values()}) == 2

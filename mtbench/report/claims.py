@@ -16,13 +16,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mtbench.defaults import PAPER_ADAPTIVE_ATTACK, PAPER_ATTACK, PAPER_ENCODER, PLAIN_OBJECTIVES, WGD_OBJECTIVE
 from mtbench.report.frames import Frames
-from mtbench.report.leaderboard import Filters, done, fraction, metric_values, model_info
+from mtbench.report.leaderboard import (MODEL_AXES, TARGET_AXES, Filters, done, fraction, key, metric_values,
+                                        model_info, settings, without)
 from mtbench.report.render import Section
 from mtbench.stats import bootstrap_ci, relative_increase, spearman
 
-PLAIN = ("sum", "single", "mean")
-ADAPTIVE = (("apgd-linf", PLAIN), ("pgd-linf", ("relative",)))
+ADAPTIVE = ((PAPER_ADAPTIVE_ATTACK, PLAIN_OBJECTIVES), (PAPER_ATTACK, (WGD_OBJECTIVE,)))
 NOT_ENOUGH = "not enough data"
 
 
@@ -43,14 +44,15 @@ class Evidence:
         self.frames, self.models = frames, model_info(frames, f)
         self.attacks = [r for r in done(frames, "attack").to_pylist()
                         if r["model"] in self.models and r["source_model"] is None]
+        self.identity = settings(frames, [r["id"] for r in self.attacks], with_seeds=True)
         self._samples: dict[str, tuple[np.ndarray, np.ndarray] | None] = {}
-        pgd = [r["eps"] for r in self.attacks if r["attack"] == "pgd-linf"]
+        pgd = [r["eps"] for r in self.attacks if r["attack"] == PAPER_ATTACK]
         self.eps = f.eps if f.eps is not None else max(pgd, default=None)  # one budget, unless a claim says
         two_task = [m["encoder"] for m in self.models.values() if len(m["codes"]) == 2]
-        self.encoder = f.encoder or ("resnet18" if "resnet18" in two_task else
+        self.encoder = f.encoder or (PAPER_ENCODER if PAPER_ENCODER in two_task else
                                      max(set(two_task), key=two_task.count, default=None))
 
-    def select(self, attack: str = "pgd-linf", objectives=PLAIN, targets: str = "main",
+    def select(self, attack: str = PAPER_ATTACK, objectives=PLAIN_OBJECTIVES, targets: str = "main",
                eps: Callable[[float], bool] | None = None) -> list[dict]:
         """Attack trials of one attack on the main task alone (or all tasks), at the evidence's eps
         unless ``eps`` says otherwise."""
@@ -62,6 +64,11 @@ class Evidence:
             if r["attack"] == attack and r["objective"] in objectives and r["targets"] == wanted and eps(r["eps"]):
                 out.append(r)
         return out
+
+    def context(self, r: dict, model: tuple[str, ...] = (), attack: tuple[str, ...] = ()) -> str:
+        """The trial's setting less the compared keys, seeds kept: trials equal in this and in the
+        compared keys are one trial, so pairs matched on it never overwrite each other."""
+        return key(without(self.identity[r["id"]], model=model, attack=attack))
 
     def samples(self, trial: str) -> tuple[np.ndarray, np.ndarray] | None:
         """Per-sample clean and adversarial error of the trial's main task."""
@@ -114,38 +121,27 @@ def _correlation_claim(text: str, what: str, xs: list[float], ys: list[float]) -
     return Claim(text, f"Spearman {rho:+.2f} over {len(xs)} {what}", rho, low, high, verdict)
 
 
-def _pairs_by(ev: Evidence, trials: list[dict], key: Callable[[dict, dict], tuple | None]) -> dict[tuple, dict]:
-    out = {}
-    for r in trials:
-        k = key(r, ev.models[r["model"]])
-        if k is not None:
-            out[k] = r
-    return out
-
-
 def auxiliary_task(ev: Evidence, eps_test=lambda e: True, text: str = "") -> Claim:
-    """Models with an auxiliary task against the main task alone, attacked on the main task."""
+    """Models with an auxiliary task against the main task alone, attacked on the main task, in
+    the same setting (encoder, epochs, seed, eps, steps, ...) but for tasks and weighting."""
     trials = ev.select(eps=eps_test)
-    setting = lambda r, m: (m["encoder"], m["weighting"] if len(m["codes"]) > 1 else None, m["epochs"],  # noqa: E731
-                            m["seed"], m["codes"][0], r["eps"], r["steps"])
-    alone = _pairs_by(ev, [r for r in trials if len(ev.models[r["model"]]["codes"]) == 1],
-                      lambda r, m: setting(r, m)[:1] + setting(r, m)[2:])
-    pairs = []
-    for r in trials:
-        m = ev.models[r["model"]]
-        if len(m["codes"]) == 2:
-            base = alone.get(setting(r, m)[:1] + setting(r, m)[2:])
-            if base is not None:
-                pairs.append((base["id"], r["id"]))
+
+    def k(r: dict) -> tuple[str, str]:
+        return ev.models[r["model"]]["codes"][0], ev.context(r, model=MODEL_AXES)
+
+    alone = {k(r): r for r in trials if len(ev.models[r["model"]]["codes"]) == 1}  # one per key: see context
+    pairs = [(alone[k(r)]["id"], r["id"]) for r in trials if len(ev.models[r["model"]]["codes"]) == 2 and k(r) in alone]
     return _difference_claim(text, "change of the main task's vulnerability with an auxiliary task",
                              *paired_difference(ev, pairs), holds_if="not-negative")
 
 
 def multi_vs_single(ev: Evidence) -> Claim:
-    single = _pairs_by(ev, ev.select(targets="main"), lambda r, m: (r["model"], r["eps"], r["steps"])
-                       if len(m["codes"]) > 1 else None)
-    pairs = [(single[k]["id"], r["id"]) for r in ev.select(targets="all")
-             if (k := (r["model"], r["eps"], r["steps"])) in single]
+    """The same model under the same attack setting, on all its tasks against on its main task."""
+    def k(r: dict) -> str:
+        return ev.context(r, attack=TARGET_AXES)
+
+    single = {k(r): r for r in ev.select(targets="main") if len(ev.models[r["model"]]["codes"]) > 1}
+    pairs = [(single[k(r)]["id"], r["id"]) for r in ev.select(targets="all") if k(r) in single]
     return _difference_claim("multi-task attacks raise the main task's error less than single-task attacks do",
                              "v(all tasks attacked) - v(main task attacked)", *paired_difference(ev, pairs),
                              holds_if="negative")
@@ -180,17 +176,17 @@ def weighting_vs_adaptive(ev: Evidence) -> Claim:
 
     def pairs_for(attack: str, objectives) -> list[tuple[str, str]]:
         trials = ev.select(attack=attack, objectives=objectives, targets="all")
-        key = lambda r, m: (m["encoder"], m["codes"], m["epochs"], m["seed"], r["eps"], r["steps"])  # noqa: E731
-        uniform = _pairs_by(ev, [r for r in trials if ev.models[r["model"]]["weighting"] == "uniform"], key)
-        return [(uniform[k]["id"], r["id"]) for r in trials
-                if ev.models[r["model"]]["weighting"] == "optimal" and (k := key(r, ev.models[r["model"]])) in uniform]
+        weighting = {r["id"]: ev.models[r["model"]]["weighting"] for r in trials}
+        uniform = {ev.context(r, model=("weighting", "weights")): r for r in trials if weighting[r["id"]] == "uniform"}
+        return [(uniform[k]["id"], r["id"]) for r in trials if weighting[r["id"]] == "optimal"
+                and (k := ev.context(r, model=("weighting", "weights"))) in uniform]
 
-    pgd = paired_difference(ev, pairs_for("pgd-linf", PLAIN))
+    pgd = paired_difference(ev, pairs_for(PAPER_ATTACK, PLAIN_OBJECTIVES))
     adaptive = [paired_difference(ev, pairs_for(a, o)) for a, o in ADAPTIVE]
     adaptive = [d for d in adaptive if d[3]]
     if not pgd[3] or not adaptive:
-        return Claim(text, "needs optimal and uniform models under pgd-linf and apgd-linf or wgd", None, None, None,
-                     NOT_ENOUGH)
+        return Claim(text, f"needs optimal and uniform models under {PAPER_ATTACK} and {PAPER_ADAPTIVE_ATTACK} or wgd",
+                     None, None, None, NOT_ENOUGH)
     worst = max(adaptive, key=lambda d: d[0])
     numbers = (f"v(optimal) - v(uniform): PGD {pgd[0]:+.3g} [{pgd[1]:.3g}, {pgd[2]:.3g}], "
                f"adaptive {worst[0]:+.3g} [{worst[1]:.3g}, {worst[2]:.3g}]")
@@ -210,7 +206,7 @@ def gradient_norms(ev: Evidence) -> Claim:
     xs, ys = [], []
     for r in ev.attacks:
         m = ev.models[r["model"]]
-        if r["model"] in analyses and r["attack"] == "pgd-linf" and len(r["targets"]) == 1 \
+        if r["model"] in analyses and r["attack"] == PAPER_ATTACK and len(r["targets"]) == 1 \
                 and ev.eps is not None and abs(r["eps"] - ev.eps) < 1e-9:
             task = m["names"][m["codes"].index(r["targets"])]
             if (analyses[r["model"]], task) in norms and (r["id"], task) in delta:
@@ -222,20 +218,20 @@ def gradient_norms(ev: Evidence) -> Claim:
 
 def small_vs_large_encoder(ev: Evidence) -> Claim:
     vuln = metric_values(ev.frames, "vulnerability", "rel_vuln_ratio_of_means")
-    by: dict[tuple, dict[str, float]] = defaultdict(dict)
+    by: dict[str, dict[str, float]] = defaultdict(dict)  # setting but the encoder -> encoder -> v
     for r in ev.select():
         m = ev.models[r["model"]]
         v = vuln.get((r["id"], m["main"]))
         if v is not None:
-            by[(m["codes"], m["weighting"], m["epochs"], m["seed"], r["eps"], r["steps"])][m["encoder"]] = v
+            by[ev.context(r, model=("encoder",))][m["encoder"]] = v
     xs, ys = [], []
     for values in by.values():
-        if "resnet18" in values:
+        if PAPER_ENCODER in values:
             for encoder, v in values.items():
-                if encoder != "resnet18":
-                    xs.append(values["resnet18"])
+                if encoder != PAPER_ENCODER:
+                    xs.append(values[PAPER_ENCODER])
                     ys.append(v)
-    return _correlation_claim("robustness ranked on a small encoder (resnet18) correlates with a larger one",
+    return _correlation_claim(f"robustness ranked on a small encoder ({PAPER_ENCODER}) correlates with a larger one",
                               "model settings on both encoders", xs, ys)
 
 
@@ -274,7 +270,7 @@ def claims_section(frames: Frames, f: Filters) -> Section:
              "95% CI": None if c.low is None or math.isnan(c.low) else f"[{c.low:.3g}, {c.high:.3g}]"}
             for c in evaluate_claims(frames, f)]
     eps = Evidence(frames, f).eps
-    return Section("The paper's claims on this database (pgd-linf at eps "
+    return Section(f"The paper's claims on this database ({PAPER_ATTACK} at eps "
                    f"{fraction(eps) if eps is not None else '-'} unless stated; v = relative vulnerability of the "
                    "main task)", rows, note="95% bootstrap intervals over test samples (differences) or over points "
                                         "(correlations); 'not enough data' names what is missing")

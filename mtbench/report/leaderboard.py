@@ -6,14 +6,18 @@ few rows that end up on screen.
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mtbench.configs import CONFIG_TYPES, Config, Role, TrialKind
 from mtbench.report.frames import Frames
 from mtbench.report.render import Section
 
@@ -71,6 +75,106 @@ def model_info(frames: Frames, f: Filters | None = None) -> dict[str, dict[str, 
         size = sizes.get(r["id"], {})
         out[r["id"]] = {**r, "names": names, "main": names[0], "name": model_name(r),
                         "parameters": size.get("parameters"), "macs": size.get("macs")}
+    return out
+
+
+PARENT_KEYS = ("model", "source_model")
+MODEL_AXES = ("codes", "tasks", "weighting", "weights")
+"""Model config keys that say which tasks a model learns and how they are weighted."""
+TARGET_AXES = ("targets", "targets_codes")
+"""Attack config keys that say which tasks are attacked."""
+
+
+def settings(frames: Frames, ids: Iterable[str], with_seeds: bool = False) -> dict[str, dict[str, Any]]:
+    """Trial id -> its setting: its config less what ``mtbench.configs``' id policy leaves out of a
+    setting id (seeds, how the work runs), where a parent model's id (which hashes the model's
+    seed) is replaced by that model's setting. Trials with equal settings differ only by seed: only
+    they may be averaged (DESIGN.md, "Conventions"). ``with_seeds``: keep the seeds (a trial's
+    identity, less how it ran), to match trials seed by seed."""
+    ids = list(ids)
+    configs = _configs(frames, ids)
+    configs.update(_configs(frames, {c[k] for c in configs.values() for k in PARENT_KEYS if c.get(k)} - configs.keys()))
+
+    def strip(config: dict[str, Any]) -> dict[str, Any]:
+        out = _setting_part(config, _config_type(config.get("kind")), with_seeds)
+        for k in PARENT_KEYS:
+            if out.get(k) in configs:
+                out[k] = strip(configs[out[k]])
+        return out
+
+    return {i: strip(configs[i]) for i in ids if i in configs}
+
+
+def _config_type(kind: Any) -> type[Config] | None:
+    return CONFIG_TYPES.get(TrialKind(kind)) if kind in TrialKind._value2member_map_ else None
+
+
+def _setting_part(config: dict[str, Any], config_type: type[Config] | None, with_seeds: bool) -> dict[str, Any]:
+    """A stored config less its seeds (unless ``with_seeds``), its execution fields and added fields
+    at their default."""
+    seeds, skip, defaults, nested = _policy(config_type) if config_type else (frozenset({"seed"}), frozenset(), {}, {})
+    skip = skip if with_seeds else skip | seeds
+    return {k: _setting_part(v, nested[k], with_seeds) if k in nested and isinstance(v, dict) else v
+            for k, v in config.items() if k not in skip and not (k in defaults and v == defaults[k])}
+
+
+@cache
+def _policy(config_type: type[Config]) -> tuple[frozenset[str], frozenset[str], dict[str, Any], dict[str, type]]:
+    """From a config class's fields (``mtbench.configs``' id policy): its seeds, its execution
+    fields (in no setting), the added ones with their JSON default (absent from the id while at
+    it), and the nested configs."""
+    seeds, skip, defaults, nested = set(), set(), {}, {}
+    for name, info in config_type.model_fields.items():
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        if extra.get("role") == Role.SEED.value:
+            seeds.add(name)
+        if extra.get("role") == Role.EXECUTION.value:
+            skip.add(name)
+        if extra.get("added"):
+            defaults[name] = json.loads(json.dumps(info.default))
+        if isinstance(info.annotation, type) and issubclass(info.annotation, Config):
+            nested[name] = info.annotation
+    return frozenset(seeds), frozenset(skip), defaults, nested
+
+
+def _configs(frames: Frames, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Parsed configs of some trials; only those are parsed, as JSON costs ~10 us a trial."""
+    t = frames.trials
+    ids = list(ids)
+    if not ids or t.num_rows == 0:
+        return {}
+    rows = t.filter(pc.is_in(t["id"], value_set=pa.array(ids, pa.string()))).select(["id", "config"]).to_pydict()
+    return {i: json.loads(c) for i, c in zip(rows["id"], rows["config"])}
+
+
+def without(setting: dict[str, Any], model: Iterable[str] = (), attack: Iterable[str] = ()) -> dict[str, Any]:
+    """A setting less some keys of its model's part (``model``) and of its own part (``attack``);
+    what is left is what a table holds fixed while the removed keys vary along its axes."""
+    out = {k: v for k, v in setting.items() if k not in set(attack)}
+    if isinstance(out.get("model"), dict):
+        out["model"] = {k: v for k, v in out["model"].items() if k not in set(model)}
+    return out
+
+
+def key(setting: dict[str, Any]) -> str:
+    """A hashable, canonical form of a setting."""
+    return json.dumps(setting, sort_keys=True)
+
+
+def differences(items: list[dict[str, Any]]) -> list[str]:
+    """For each setting, ``"k=v, ..."`` of the (dotted) keys whose values differ among ``items``;
+    how to tell apart table sections or rows that would otherwise look the same."""
+    flat = [_flatten(s) for s in items]
+    varying = sorted({k for f in flat for k in f if len({json.dumps(g.get(k), sort_keys=True) for g in flat}) > 1})
+    return [", ".join(f"{k}={f.get(k)}" for k in varying) for f in flat]
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(value, dict):
+        return {prefix: value}
+    out: dict[str, Any] = {}
+    for k, v in value.items():
+        out.update(_flatten(v, f"{prefix}.{k}" if prefix else k))
     return out
 
 
@@ -133,19 +237,22 @@ def leaderboard(frames: Frames, f: Filters) -> Section:
     clean = metric_values(frames, "clean", "error", model_ids)
     const = metric_values(frames, "baseline", "error", model_ids)
 
-    groups: dict[tuple, list[dict]] = defaultdict(list)
+    setting = settings(frames, attack_ids)
+    groups: dict[str, list[dict]] = defaultdict(list)  # one row per setting: seeds averaged, nothing else
     for r in chosen:
         m = models[r["model"]]
-        key = (m["name"], m["epochs"], r["steps"])
-        groups[key].append({"m": m, "v": vuln.get((r["id"], m["main"])), "adv": adv.get((r["id"], m["main"])),
-                            "clean": clean.get((m["id"], m["main"])), "const": const.get((m["id"], m["main"])),
-                            "suspect": bool(r["suspect"])})
+        groups[key(setting[r["id"]])].append({
+            "m": m, "r": r, "v": vuln.get((r["id"], m["main"])), "adv": adv.get((r["id"], m["main"])),
+            "clean": clean.get((m["id"], m["main"])), "const": const.get((m["id"], m["main"])),
+            "suspect": bool(r["suspect"])})
+    names = distinct_names({k: items[0]["m"]["name"] for k, items in groups.items()},
+                            {k: setting[items[0]["r"]["id"]] for k, items in groups.items()})
     rows = []
-    for (name, epochs, steps), items in groups.items():
-        m = items[0]["m"]
+    for k, items in groups.items():
+        m, r = items[0]["m"], items[0]["r"]
         vs = [i["v"] for i in items if i["v"] is not None]
         rows.append({
-            "main": m["codes"][0], "model": name, "epochs": epochs, "steps": steps, "seeds": len(items),
+            "main": m["codes"][0], "model": names[k], "epochs": m["epochs"], "steps": r["steps"], "seeds": len(items),
             "clean_err": _mean(i["clean"] for i in items), "const_err": _mean(i["const"] for i in items),
             "adv_err": _mean(i["adv"] for i in items), "v": _mean(vs),
             "std": statistics.stdev(vs) if len(vs) > 1 else None,
@@ -168,6 +275,19 @@ def leaderboard(frames: Frames, f: Filters) -> Section:
         f" (objective {objective})",
         rows, note="lower v is more robust; clean/const/adv_err: the main task's error (1-mIoU for s, MSE otherwise) "
                    "clean, of the best constant predictor, under attack; std over seeds")
+
+
+def distinct_names(names: dict[str, str], by: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Names made unique: where several settings share a name, each gets ``(what differs)``."""
+    shared: dict[str, list[str]] = defaultdict(list)
+    for k, name in names.items():
+        shared[name].append(k)
+    out = dict(names)
+    for name, ks in shared.items():
+        if len(ks) > 1:
+            for k, text in zip(ks, differences([by[k] for k in ks])):
+                out[k] = f"{name} ({text})"
+    return out
 
 
 def model_rows(frames: Frames, f: Filters) -> Section:

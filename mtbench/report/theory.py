@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+from mtbench.defaults import SUMMED_OBJECTIVES
 from mtbench.report.frames import Frames
 from mtbench.report.leaderboard import Filters, done, fraction, metric_values, model_info
 from mtbench.report.render import Section
@@ -43,7 +44,7 @@ def first_order_rows(frames: Frames, f: Filters) -> list[dict]:
         return []
     grads = _gradient_means(frames, list(analysed.values()))
     attacks = [r for r in done(frames, "attack").to_pylist() if r["model"] in analysed and r["source_model"] is None
-               and r["objective"] in ("sum", "single", None)]
+               and r["objective"] in (*SUMMED_OBJECTIVES, None)]
     delta = metric_values(frames, "vulnerability", "delta_loss", [r["id"] for r in attacks])
     rows = []
     for r in attacks:
@@ -91,7 +92,7 @@ def marginal(frames: Frames, f: Filters) -> list[Section]:
     analysed = _analysed(frames, models)
     grads = _gradient_means(frames, list(analysed.values())) if analysed else {}
     attacks = [r for r in done(frames, "attack").to_pylist() if r["model"] in models and r["source_model"] is None
-               and r["objective"] == "sum" and r["targets"] == models[r["model"]]["codes"]]
+               and r["objective"] in SUMMED_OBJECTIVES and r["targets"] == models[r["model"]]["codes"]]
     delta = metric_values(frames, "vulnerability", "delta_loss", [r["id"] for r in attacks])
     by_setting = {(r["model"], r["attack"], r["eps"], r["steps"]): delta.get((r["id"], "objective")) for r in attacks}
     rows = []

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import insert
 
+from mtbench.defaults import DEFAULT_OBJECTIVE, PAPER_ATTACK, PAPER_ENCODER
 from mtbench.storage.db import Store
 from mtbench.storage.schema import metrics, models, samples, trials
 
@@ -23,6 +24,7 @@ class ResultsWriter:
         self.models: list[dict[str, Any]] = []
         self.metrics: list[dict[str, Any]] = []
         self.samples: list[dict[str, Any]] = []
+        self._tasks: dict[str, dict[str, str]] = {}  # model trial -> code -> task name
 
     def _trial(self, kind: str, config: dict, parent: str | None = None, suspect: bool = False) -> str:
         tid = f"{kind[0]}{next(self._ids):015d}"
@@ -34,7 +36,7 @@ class ResultsWriter:
         self.metrics.append({"trial_id": tid, "split": "test", "phase": phase, "task": task, "attacked": None,
                              "metric": metric, "step": step, "value": value})
 
-    def add_model(self, tasks: dict[str, str], clean_err: dict[str, float], encoder: str = "resnet18",
+    def add_model(self, tasks: dict[str, str], clean_err: dict[str, float], encoder: str = PAPER_ENCODER,
                   weighting: str = "uniform", epochs: int = 10, seed: int = 0,
                   const_err: dict[str, float] | None = None, parameters: int = 14_000_000,
                   macs: int = 6_000_000_000) -> str:
@@ -42,6 +44,7 @@ class ResultsWriter:
         tid = self._trial("train", {"kind": "train", "encoder": encoder, "codes": list(tasks),
                                     "tasks": list(tasks.values()), "weighting": weighting, "epochs": epochs,
                                     "seed": seed})
+        self._tasks[tid] = dict(tasks)
         for code, name in tasks.items():
             self._metric(tid, "clean", name, "error", clean_err[code], epochs)
             if const_err:
@@ -50,8 +53,8 @@ class ResultsWriter:
                             "weighting": weighting, "epochs": epochs, "parameters": parameters, "macs": macs})
         return tid
 
-    def add_attack(self, model: str, targets: str, vulnerability: dict[str, float], attack: str = "pgd-linf",
-                   eps: float = 8 / 255, steps: int = 10, objective: str = "sum", seed: int = 0,
+    def add_attack(self, model: str, targets: str, vulnerability: dict[str, float], attack: str = PAPER_ATTACK,
+                   eps: float = 8 / 255, steps: int = 10, objective: str = DEFAULT_OBJECTIVE, seed: int = 0,
                    trace: dict[str, list[float]] | None = None, suspect: bool = False,
                    errors: dict[str, tuple[list[float], list[float]]] | None = None,
                    delta_loss: dict[str, float] | None = None, source: str | None = None) -> str:
@@ -60,6 +63,7 @@ class ResultsWriter:
         norm = "l2" if attack.endswith("l2") else "linf"
         tid = self._trial("attack", {"kind": "attack", "model": model, "attack": attack, "norm": norm, "eps": eps,
                                      "steps": steps, "objective": objective, "targets_codes": list(targets),
+                                     "targets": [self._tasks.get(model, {}).get(c, c) for c in targets],
                                      "seed": seed, **({"source_model": source} if source else {})},
                           parent=model, suspect=suspect)
         for name, v in vulnerability.items():
@@ -77,7 +81,7 @@ class ResultsWriter:
 
     def add_analysis(self, model: str, grad_l1: dict[str, float]) -> str:
         """A gradient-analysis trial with the mean L1 norm of each task's input gradient."""
-        tid = self._trial("analysis", {"kind": "analysis", "model": model, "attack": "pgd-linf"}, parent=model)
+        tid = self._trial("analysis", {"kind": "analysis", "model": model, "attack": PAPER_ATTACK}, parent=model)
         for name, value in grad_l1.items():
             self._metric(tid, "analysis", name, "grad_l1", value)
         return tid
