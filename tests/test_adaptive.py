@@ -198,7 +198,7 @@ def test_transfer_and_ensemble_trials_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr
     with sqlite3.connect(out / "mtbench.db") as c:
         configs = [json.loads(r[0]) for r in c.execute("select config from trials where kind='attack'")]
-        transfer = [cfg for cfg in configs if "source_model" in cfg]
+        transfer = [cfg for cfg in configs if cfg.get("source_model")]
         assert len(transfer) == 1  # crafted on the resnet18 model, measured on the xception one
         encoders = dict(c.execute("select id, json_extract(config, '$.encoder') from trials where kind='train'"))
         assert encoders[transfer[0]["source_model"]] == "resnet18" and encoders[transfer[0]["model"]] == "xception"

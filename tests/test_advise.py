@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import sqlite3
 
 import pytest
+from rich.console import Console
 
 from conftest import CPU_TINY_DATA, run_cli
-from mtbench.advise import ALONE, AdviceRequest, evidence, store_advice, validation_set
+from mtbench.advise import ALONE, base_settings, evidence, rank, run_advice_trial, validation_set
+from mtbench.configs import AdviceConfig
 from mtbench.report.advice import advice_sections
 from mtbench.report.frames import load_frames
 from mtbench.stats import bootstrap_ci, pearson, ranks, spearman
@@ -47,20 +50,18 @@ def test_ranking_follows_the_proxy(known):
     assert sorted((a for a in clean if a != ALONE), key=lambda a: clean[a].value) == ["d", "n", "E", "D"]
 
 
-def test_stored_advice_and_correlations_appear_in_the_report(known, tmp_path):
+def test_stored_advice_and_correlations_appear_in_the_report(known, tmp_path, plugins):
     store, proxy, full = known
-    frames = load_frames(store.url)
-    candidates = ["d", "D", "n", "E"]
-    p = evidence(frames, "s", candidates, "resnet18", 10, "vulnerability", ATTACK)
-    f = evidence(frames, "s", candidates, "resnet50", 10, "vulnerability", ATTACK)
-    ranking = sorted(candidates, key=lambda a: p[a].value)
-    advice = {"request": AdviceRequest("s", candidates).__dict__, "proxy_encoder": "resnet18", "proxy_epochs": 10,
-              "attack": ATTACK, "ranking": ranking, "proxy": {a: e.__dict__ for a, e in p.items()},
-              "full": {a: e.__dict__ for a, e in f.items()},
-              "spearman": spearman([p[a].value for a in ranking], [f[a].value for a in ranking]),
-              "pearson": pearson([p[a].value for a in ranking], [f[a].value for a in ranking])}
-    assert advice["spearman"] == pytest.approx(1.0)  # the same order on both encoders
-    tid = store_advice(store, advice)
+    candidates = ("d", "D", "n", "E")
+    config = AdviceConfig(main="s", candidates=candidates, proxy="surrogate", encoder="resnet50",
+                          proxy_encoder="resnet18", proxy_epochs=10, attack=ATTACK["name"], eps=ATTACK["eps"],
+                          steps=ATTACK["steps"], evidence=(), epochs=10, validated=candidates)
+    ranking, p, f = rank(load_frames(store.url), config)
+    assert ranking == ["d", "n", "E", "D"]
+    assert spearman([p[a].value for a in ranking], [f[a].value for a in ranking]) == pytest.approx(1.0)
+    run_advice_trial(config, base_settings(None, plugins), store, tmp_path, plugins, Console(file=io.StringIO()))
+    tid = config.id
+    assert store.statuses([tid]) == {tid: "done"}  # stored by the runner, like every trial
     (section,) = advice_sections(load_frames(store.url))
     assert [r["auxiliary"] for r in section.rows] == ["d", "n", "E", "D", ALONE]
     assert section.rows[0]["full"] == pytest.approx(0.4) and "Spearman 1.00" in section.note

@@ -10,6 +10,7 @@ err_adv / err_clean (each task's own error metric, so tasks of different scales 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 
 import torch
@@ -57,7 +58,7 @@ def ensemble(req: AttackRequest, norm: str) -> AttackResult:
                         for t in req.attacked}
     candidates, scores = [], []
     for name in names:
-        member_request = AttackRequest(**{**req.__dict__, "trace": False})
+        member_request = replace(req, trace=False)
         adv = available[name].run(member_request).adversarial.detach()
         candidates.append(adv)
         scores.append(attacked_error_ratio(req, adv, clean_errors))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
+from dataclasses import replace
 from functools import partial
 
 import torch
@@ -126,7 +127,7 @@ def pgd(req: AttackRequest, norm: str) -> AttackResult:
 
 def fgsm(req: AttackRequest) -> AttackResult:
     """One L-inf step of size eps (steps and step_size are ignored)."""
-    one_step = AttackRequest(**{**req.__dict__, "steps": 1, "step_size": req.eps})
+    one_step = replace(req, steps=1, step_size=req.eps)
     return pgd(one_step, "linf")
 
 
