@@ -32,9 +32,9 @@ from mtbench.grid import Grid, expand, load_grid
 from mtbench.plugins import Plugins
 from mtbench.report.frames import Frames, load_frames
 from mtbench.report.leaderboard import done, metric_values
-from mtbench.stats import bootstrap_ci, pearson, relative_increase, spearman
 from mtbench.results import MetricRow, Phase, TrialResult
 from mtbench.settings import GridModel
+from mtbench.stats import bootstrap_ci, pearson, relative_increase, spearman
 from mtbench.storage import Store
 
 PROXIES = ("surrogate", "early-stop", "clean")
@@ -109,7 +109,7 @@ def evidence(frames: Frames, main: str, auxiliaries: list[str], encoder: str, ep
     for m in models:
         by_aux.setdefault(m["codes"][1:] or ALONE, []).append(m)
     if kind == "clean":
-        clean = metric_values(frames, "clean", "error", [m["id"] for m in models])
+        clean = metric_values(frames, Phase.CLEAN, "error", [m["id"] for m in models])
         for aux, ms in by_aux.items():
             values = [clean[(m["id"], m["task_names"].split(",")[0])] for m in ms if (m["id"], m["task_names"].split(",")[0]) in clean]
             if values:
@@ -122,7 +122,7 @@ def evidence(frames: Frames, main: str, auxiliaries: list[str], encoder: str, ep
     for r in attacks:
         if r["model"] in model_ids:
             chosen.setdefault(model_ids[r["model"]], []).append(r)
-    vuln = metric_values(frames, "vulnerability", "rel_vuln_ratio_of_means", [r["id"] for rs in chosen.values() for r in rs])
+    vuln = metric_values(frames, Phase.VULNERABILITY, "rel_vuln_ratio_of_means", [r["id"] for rs in chosen.values() for r in rs])
     names = {m["id"]: m["task_names"].split(",")[0] for m in models}
     for aux, rs in chosen.items():
         values = [vuln[(r["id"], names[r["model"]])] for r in rs if (r["id"], names[r["model"]]) in vuln]

@@ -28,8 +28,8 @@ from mtbench.configs import AnalysisConfig
 from mtbench.context import TrialContext
 from mtbench.defaults import DEFAULT_OBJECTIVE
 from mtbench.evaluate import load_trained_model, prepare_for_attack
-from mtbench.specs import AttackRequest, TaskSpec
 from mtbench.results import MetricRow, Phase, SampleRow, TrialResult
+from mtbench.specs import AttackRequest, TaskSpec
 
 NORMS = {"grad_l1": 1, "grad_l2": 2, "grad_linf": float("inf")}
 

@@ -17,8 +17,8 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from mtbench import hookspecs, specs
-from mtbench.settings import AnalysisSection, AttackSection, DataSection, ExecutorSection, RunSection, TrainSection
 from mtbench.kinds import KINDS
+from mtbench.settings import AnalysisSection, AttackSection, DataSection, ExecutorSection, RunSection, TrainSection
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 GRID_SECTIONS = (("[run]", RunSection), ("[data]", DataSection), ("[train]", TrainSection),

@@ -21,10 +21,10 @@ from mtbench.configs import AttackConfig
 from mtbench.context import TrialContext
 from mtbench.errors import MtbenchError
 from mtbench.fold import fold_batchnorm
-from mtbench.models import load_checkpoint
 from mtbench.measure import SplitRecord, measure
-from mtbench.specs import AdaptiveObjective, AttackRequest, start_objective
+from mtbench.models import load_checkpoint
 from mtbench.results import MetricRow, Phase, SampleRow, TrialResult
+from mtbench.specs import AdaptiveObjective, AttackRequest, start_objective
 
 TOLERANCE = 1e-5
 

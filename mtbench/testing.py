@@ -18,8 +18,16 @@ from torch import nn
 from mtbench.defaults import DEFAULT_OBJECTIVE, KIT_TASKS
 from mtbench.models import MultiTaskModel
 from mtbench.plugins import Plugins, get_plugins
-from mtbench.specs import (AdaptiveObjective, AttackRequest, AttackSpec, EncoderSpec, MetricSpec, ObjectiveSpec,
-                           TaskSpec, start_objective)
+from mtbench.specs import (
+    AdaptiveObjective,
+    AttackRequest,
+    AttackSpec,
+    EncoderSpec,
+    MetricSpec,
+    ObjectiveSpec,
+    TaskSpec,
+    start_objective,
+)
 
 
 class TinyEncoder(nn.Sequential):

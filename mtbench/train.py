@@ -15,8 +15,8 @@ from mtbench.context import TrialContext
 from mtbench.errors import TrainingError
 from mtbench.measure import aggregated_values, statistics_of
 from mtbench.models import build_model, count_macs, count_parameters, save_checkpoint
-from mtbench.resume import BadState, clear_state, load_state, save_state, set_aside
 from mtbench.results import MetricRow, Phase, TrialResult
+from mtbench.resume import BadState, clear_state, load_state, save_state, set_aside
 
 
 def make_optimizer(config: TrainConfig, params) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:

@@ -10,9 +10,9 @@ import pyarrow.compute as pc
 
 from mtbench.configs import TrialKind, parse_config
 from mtbench.report.frames import Frames
-from mtbench.results import Phase
 from mtbench.report.leaderboard import done
 from mtbench.report.render import Section
+from mtbench.results import Phase
 
 
 def advice_sections(frames: Frames, only: list[str] | None = None) -> list[Section]:

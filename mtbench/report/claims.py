@@ -18,9 +18,20 @@ import numpy as np
 
 from mtbench.defaults import PAPER_ADAPTIVE_ATTACK, PAPER_ATTACK, PAPER_ENCODER, PLAIN_OBJECTIVES, WGD_OBJECTIVE
 from mtbench.report.frames import Frames
-from mtbench.report.leaderboard import (MODEL_AXES, TARGET_AXES, Filters, done, fraction, key, metric_values,
-                                        model_info, settings, without)
+from mtbench.report.leaderboard import (
+    MODEL_AXES,
+    TARGET_AXES,
+    Filters,
+    done,
+    fraction,
+    key,
+    metric_values,
+    model_info,
+    settings,
+    without,
+)
 from mtbench.report.render import Section
+from mtbench.results import Phase
 from mtbench.stats import bootstrap_ci, relative_increase, spearman
 
 ADAPTIVE = ((PAPER_ADAPTIVE_ATTACK, PLAIN_OBJECTIVES), (PAPER_ATTACK, (WGD_OBJECTIVE,)))
@@ -151,7 +162,7 @@ def number_of_tasks(ev: Evidence) -> Claim:
     """Spearman's rho between the number of tasks and the main task's vulnerability, per weighting."""
     text = ("vulnerability does not fall monotonically with the number of tasks when unweighted (sum); "
             "with 1/N weights (uniform) it tends to")
-    vuln = metric_values(ev.frames, "vulnerability", "rel_vuln_ratio_of_means")
+    vuln = metric_values(ev.frames, Phase.VULNERABILITY, "rel_vuln_ratio_of_means")
     points: dict[str, list[tuple[int, float]]] = defaultdict(list)
     for r in ev.select(targets="all"):
         m = ev.models[r["model"]]
@@ -201,8 +212,8 @@ def weighting_vs_adaptive(ev: Evidence) -> Claim:
 
 def gradient_norms(ev: Evidence) -> Claim:
     analyses = {r["model"]: r["id"] for r in done(ev.frames, "analysis").to_pylist()}
-    norms = metric_values(ev.frames, "analysis", "grad_l1", list(analyses.values()))
-    delta = metric_values(ev.frames, "vulnerability", "delta_loss")
+    norms = metric_values(ev.frames, Phase.ANALYSIS, "grad_l1", list(analyses.values()))
+    delta = metric_values(ev.frames, Phase.VULNERABILITY, "delta_loss")
     xs, ys = [], []
     for r in ev.attacks:
         m = ev.models[r["model"]]
@@ -217,7 +228,7 @@ def gradient_norms(ev: Evidence) -> Claim:
 
 
 def small_vs_large_encoder(ev: Evidence) -> Claim:
-    vuln = metric_values(ev.frames, "vulnerability", "rel_vuln_ratio_of_means")
+    vuln = metric_values(ev.frames, Phase.VULNERABILITY, "rel_vuln_ratio_of_means")
     by: dict[str, dict[str, float]] = defaultdict(dict)  # setting but the encoder -> encoder -> v
     for r in ev.select():
         m = ev.models[r["model"]]
@@ -236,8 +247,8 @@ def small_vs_large_encoder(ev: Evidence) -> Claim:
 
 
 def clean_vs_robust(ev: Evidence) -> Claim:
-    vuln = metric_values(ev.frames, "vulnerability", "rel_vuln_ratio_of_means")
-    clean = metric_values(ev.frames, "clean", "error")
+    vuln = metric_values(ev.frames, Phase.VULNERABILITY, "rel_vuln_ratio_of_means")
+    clean = metric_values(ev.frames, Phase.CLEAN, "error")
     xs, ys = [], []
     for r in ev.select():
         m = ev.models[r["model"]]

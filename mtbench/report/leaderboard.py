@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from mtbench.configs import CONFIG_TYPES, Config, Role, TrialKind
 from mtbench.report.frames import Frames
 from mtbench.report.render import Section
+from mtbench.results import Phase
 
 VULNERABILITY_METRICS = ("rel_vuln_ratio_of_means", "rel_vuln_mean_of_ratios", "delta_loss", "error_adv")
 
@@ -41,7 +42,7 @@ class Filters:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def metric_values(frames: Frames, phase: str, metric: str,
+def metric_values(frames: Frames, phase: Phase, metric: str,
                   trial_ids: list[str] | None = None) -> dict[tuple[str, str], float]:
     """``{(trial_id, task): value}`` for one phase and metric (one row per pair: the last step),
     optionally only for some trials."""
@@ -232,10 +233,10 @@ def leaderboard(frames: Frames, f: Filters) -> Section:
     chosen = [r for r in chosen if r["objective"] == objective]
     attack_ids = [r["id"] for r in chosen]
     model_ids = list({r["model"] for r in chosen})
-    vuln = metric_values(frames, "vulnerability", f.metric, attack_ids)
-    adv = metric_values(frames, "vulnerability", "error_adv", attack_ids)
-    clean = metric_values(frames, "clean", "error", model_ids)
-    const = metric_values(frames, "baseline", "error", model_ids)
+    vuln = metric_values(frames, Phase.VULNERABILITY, f.metric, attack_ids)
+    adv = metric_values(frames, Phase.VULNERABILITY, "error_adv", attack_ids)
+    clean = metric_values(frames, Phase.CLEAN, "error", model_ids)
+    const = metric_values(frames, Phase.BASELINE, "error", model_ids)
 
     setting = settings(frames, attack_ids)
     groups: dict[str, list[dict]] = defaultdict(list)  # one row per setting: seeds averaged, nothing else
@@ -292,8 +293,8 @@ def distinct_names(names: dict[str, str], by: dict[str, dict[str, Any]]) -> dict
 
 def model_rows(frames: Frames, f: Filters) -> Section:
     """Every trained model with its clean error per task beside the constant predictor's."""
-    clean = metric_values(frames, "clean", "error")
-    const = metric_values(frames, "baseline", "error")
+    clean = metric_values(frames, Phase.CLEAN, "error")
+    const = metric_values(frames, Phase.BASELINE, "error")
     rows = []
     for tid, m in sorted(model_info(frames, f).items(), key=lambda kv: kv[1]["name"]):
         row = {"model": m["name"], "id": tid[:6], "epochs": m["epochs"], "seed": m["seed"],
@@ -310,7 +311,7 @@ def attack_rows(frames: Frames, f: Filters) -> Section:
     """Every attack trial: the vulnerability of every task of the model (attacked ones starred)."""
     models = model_info(frames, f)
     all_models = model_info(frames) if f.transfer else models
-    vuln = metric_values(frames, "vulnerability", f.metric)
+    vuln = metric_values(frames, Phase.VULNERABILITY, f.metric)
     rows = []
     for r in attack_info(frames, models, f):
         m = models[r["model"]]

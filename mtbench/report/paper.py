@@ -17,9 +17,23 @@ from typing import Any
 
 from mtbench.defaults import PAPER_ADAPTIVE_ATTACK, PAPER_ATTACK, PAPER_ENCODER, PLAIN_OBJECTIVES, WGD_OBJECTIVE
 from mtbench.report.frames import Frames
-from mtbench.report.leaderboard import (MODEL_AXES, TARGET_AXES, Filters, attack_info, attack_rows, differences,
-                                        distinct_names, fraction, key, metric_values, model_info, settings, without)
+from mtbench.report.leaderboard import (
+    MODEL_AXES,
+    TARGET_AXES,
+    Filters,
+    attack_info,
+    attack_rows,
+    differences,
+    distinct_names,
+    fraction,
+    key,
+    metric_values,
+    model_info,
+    settings,
+    without,
+)
 from mtbench.report.render import Section
+from mtbench.results import Phase
 
 PAPER_EPS = 8 / 255
 Pair = tuple[dict, dict, str]  # (model, attack trial, threat)
@@ -99,7 +113,7 @@ def table1(frames: Frames, f: Filters) -> list[Section]:
     but the tasks, weighting and attacked tasks: a ResNet18 never shares a matrix with a ResNet50)."""
     attack = f.attack or PAPER_ATTACK
     eps = f.eps if f.eps is not None else PAPER_EPS
-    vuln = metric_values(frames, "vulnerability", f.metric)
+    vuln = metric_values(frames, Phase.VULNERABILITY, f.metric)
     pairs = _measured(_pairs(frames, Filters(**{**f.__dict__, "eps": eps}), attack), vuln)
     setting = settings(frames, [r["id"] for _, r, _ in pairs])
     contexts: dict[str, dict[str, Any]] = {}
@@ -156,8 +170,8 @@ def per_encoder(frames: Frames, f: Filters) -> list[Section]:
     seeds that have every one of these numbers (seeds missing one form a row of their own)."""
     attack = f.attack or PAPER_ATTACK
     eps = f.eps if f.eps is not None else PAPER_EPS
-    vuln = metric_values(frames, "vulnerability", f.metric)
-    clean = metric_values(frames, "clean", "error")
+    vuln = metric_values(frames, Phase.VULNERABILITY, f.metric)
+    clean = metric_values(frames, Phase.CLEAN, "error")
     pairs = _measured(_pairs(frames, Filters(**{**f.__dict__, "eps": eps}), attack), vuln)
     setting = settings(frames, [r["id"] for _, r, _ in pairs])
     contexts: dict[str, dict[str, Any]] = {}
@@ -213,7 +227,7 @@ def table2(frames: Frames, f: Filters) -> list[Section]:
     objective, the other objectives, ensembles), for single- and two-task models; one table per
     model context (encoder, epochs, ...), one column per attack setting, seeds averaged in a cell."""
     eps = f.eps if f.eps is not None else PAPER_EPS
-    vuln = metric_values(frames, "vulnerability", f.metric)
+    vuln = metric_values(frames, Phase.VULNERABILITY, f.metric)
     models = model_info(frames, f)
     trials = [r for r in attack_info(frames, models, Filters(eps=eps, steps=f.steps))
               if len(models[r["model"]]["codes"]) <= 2 and r["targets"] == models[r["model"]]["codes"]

@@ -15,6 +15,7 @@ from pathlib import Path
 from mtbench.errors import MtbenchError
 from mtbench.report.frames import Frames
 from mtbench.report.leaderboard import Filters, attack_info, default_attack, fraction, metric_values, model_info
+from mtbench.results import Phase
 from mtbench.storage.files import write_files
 
 MAX_FIGURES_PER_KIND = 12
@@ -73,7 +74,7 @@ def error_along_steps(frames: Frames, f: Filters, out: Path) -> list[Figure]:
 
     models, attacks, attack, eps = _chosen(frames, f)
     by_id = {r["id"]: r for r in attacks if r["attack"] == attack and r["eps"] == eps}
-    trace = frames.read_metrics("trace", "error", list(by_id)).to_pydict()
+    trace = frames.read_metrics(Phase.TRACE, "error", list(by_id)).to_pydict()
     series: dict[str, dict[tuple[str, str], list[tuple[int, float]]]] = defaultdict(lambda: defaultdict(list))
     for tid, task, step, value in zip(trace["trial_id"], trace["task"], trace["step"], trace["value"]):
         if tid in by_id:
@@ -108,7 +109,7 @@ def vulnerability_vs_tasks(frames: Frames, f: Filters, out: Path) -> list[Figure
     import matplotlib.pyplot as plt
 
     models, attacks, attack, eps = _chosen(frames, f)
-    vuln = metric_values(frames, "vulnerability", f.metric)
+    vuln = metric_values(frames, Phase.VULNERABILITY, f.metric)
     lines: dict[tuple[str, str], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in attacks:
         m = models[r["model"]]
@@ -137,7 +138,7 @@ def vulnerability_vs_tasks(frames: Frames, f: Filters, out: Path) -> list[Figure
 
 def _sweep(frames: Frames, f: Filters, key: str):
     models, attacks, attack, eps = _chosen(frames, f)
-    vuln = metric_values(frames, "vulnerability", f.metric)
+    vuln = metric_values(frames, Phase.VULNERABILITY, f.metric)
     lines: dict[tuple[str, str], dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in attacks:
         m = models[r["model"]]
@@ -199,7 +200,7 @@ def transfer_heatmaps(frames: Frames, f: Filters, out: Path) -> list[Figure]:
     import matplotlib.pyplot as plt
 
     models, attacks, attack, eps = _chosen(frames, f)
-    vuln = metric_values(frames, "vulnerability", f.metric)
+    vuln = metric_values(frames, Phase.VULNERABILITY, f.metric)
     grids: dict[str, dict[tuple[str, str], float]] = defaultdict(dict)
     for r in attacks:
         m = models[r["model"]]
@@ -236,8 +237,8 @@ def clean_vs_robust(frames: Frames, f: Filters, out: Path) -> list[Figure]:
     import matplotlib.pyplot as plt
 
     models, attacks, attack, eps = _chosen(frames, f)
-    vuln = metric_values(frames, "vulnerability", f.metric)
-    clean = metric_values(frames, "clean", "error")
+    vuln = metric_values(frames, Phase.VULNERABILITY, f.metric)
+    clean = metric_values(frames, Phase.CLEAN, "error")
     points: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
     for r in attacks:
         m = models[r["model"]]
@@ -269,8 +270,8 @@ def advice_proxy_vs_full(frames: Frames, f: Filters, out: Path) -> list[Figure]:
     ids = advice["id"].to_pylist() if advice.num_rows else []
     if not ids:
         return []
-    proxy = metric_values(frames, "advice", "proxy", ids)
-    full = metric_values(frames, "advice", "full", ids)
+    proxy = metric_values(frames, Phase.ADVICE, "proxy", ids)
+    full = metric_values(frames, Phase.ADVICE, "full", ids)
     configs = {r["id"]: r["config"] for r in advice.select(["id", "config"]).to_pylist()}
     figures = []
     for tid in ids[:MAX_FIGURES_PER_KIND]:

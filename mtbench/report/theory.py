@@ -17,6 +17,7 @@ from mtbench.defaults import SUMMED_OBJECTIVES
 from mtbench.report.frames import Frames
 from mtbench.report.leaderboard import Filters, done, fraction, metric_values, model_info
 from mtbench.report.render import Section
+from mtbench.results import Phase
 
 DUAL = {"linf": "grad_l1", "l2": "grad_l2"}
 SUM_DUAL = {"linf": "sum_grad_l1", "l2": "sum_grad_l2"}
@@ -31,7 +32,7 @@ def _gradient_means(frames: Frames, analysis_ids: list[str]) -> dict[tuple[str, 
     """{(analysis id, task, metric): mean on clean points}."""
     out = {}
     for metric in (*DUAL.values(), *SUM_DUAL.values(), "sum_grad_sq"):
-        for (tid, task), v in metric_values(frames, "analysis", metric, analysis_ids).items():
+        for (tid, task), v in metric_values(frames, Phase.ANALYSIS, metric, analysis_ids).items():
             out[(tid, task, metric)] = v
     return out
 
@@ -45,7 +46,7 @@ def first_order_rows(frames: Frames, f: Filters) -> list[dict]:
     grads = _gradient_means(frames, list(analysed.values()))
     attacks = [r for r in done(frames, "attack").to_pylist() if r["model"] in analysed and r["source_model"] is None
                and r["objective"] in (*SUMMED_OBJECTIVES, None)]
-    delta = metric_values(frames, "vulnerability", "delta_loss", [r["id"] for r in attacks])
+    delta = metric_values(frames, Phase.VULNERABILITY, "delta_loss", [r["id"] for r in attacks])
     rows = []
     for r in attacks:
         m, a = models[r["model"]], analysed[r["model"]]
@@ -93,7 +94,7 @@ def marginal(frames: Frames, f: Filters) -> list[Section]:
     grads = _gradient_means(frames, list(analysed.values())) if analysed else {}
     attacks = [r for r in done(frames, "attack").to_pylist() if r["model"] in models and r["source_model"] is None
                and r["objective"] in SUMMED_OBJECTIVES and r["targets"] == models[r["model"]]["codes"]]
-    delta = metric_values(frames, "vulnerability", "delta_loss", [r["id"] for r in attacks])
+    delta = metric_values(frames, Phase.VULNERABILITY, "delta_loss", [r["id"] for r in attacks])
     by_setting = {(r["model"], r["attack"], r["eps"], r["steps"]): delta.get((r["id"], "objective")) for r in attacks}
     rows = []
     for big_id, big in models.items():

@@ -17,7 +17,6 @@ from mtbench.results import MetricRow, Phase, SampleRow, TrialStatus
 from mtbench.storage.db import Store
 from mtbench.storage.schema import metrics, models, samples, trials
 
-
 DATA = DataConfig()
 """The made-up trials' data: the default ``[data]`` section."""
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from sqlalchemy.exc import ArgumentError
-from sqlalchemy import Column, Table, create_engine, delete, event, inspect, insert, select
+from sqlalchemy import Column, Table, create_engine, delete, event, insert, inspect, select
 from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError
 
 from mtbench.errors import MtbenchError
 from mtbench.storage.schema import RESULT_TABLES, SCHEMA_VERSION, meta, metadata
