@@ -9,12 +9,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from mtbench.errors import CheckpointError, ConfigError
+from mtbench.defaults import PAPER_SIZES
+from mtbench.errors import CheckpointError, ConfigError, MtbenchError
 from mtbench.plugins import Plugins, get_plugins
 
 
@@ -65,6 +67,34 @@ def count_macs(model: nn.Module, image_size: int) -> int:
         model(torch.zeros(1, 3, image_size, image_size, device=next(model.parameters()).device))
     model.train(was_training)
     return counter.get_total_flops() // 2
+
+
+@dataclass
+class ModelSize:
+    """One model's cost beside the paper's (``paper_*``: None for an encoder the paper did not measure)."""
+
+    encoder: str
+    params_m: float
+    macs_g: float
+    paper_params_m: float | None = None
+    paper_macs_g: float | None = None
+
+
+def model_sizes(encoders: Sequence[str], tasks: Sequence[str], size: int,
+                plugins: Plugins | None = None) -> list[ModelSize]:
+    """Parameters and MACs of each encoder with one decoder per task at 3 x size x size (``mtbench
+    models info``); every size is checked against the encoders' strides before any model is built."""
+    plugins = plugins or get_plugins()
+    for name in encoders:
+        stride = plugins.encoders.get(name).stride
+        if size % stride:
+            raise MtbenchError(f"--size: {size} is not a multiple of the stride {stride} of encoder {name!r}")
+    rows = []
+    for name in encoders:
+        model = build_model(name, tasks, plugins)
+        paper = PAPER_SIZES.get(name, (None, None))
+        rows.append(ModelSize(name, count_parameters(model) / 1e6, count_macs(model, size) / 1e9, *paper))
+    return rows
 
 
 def _sha256(path: Path) -> str:

@@ -42,6 +42,14 @@ class RunSummary:
     retried_stale: list[str] = field(default_factory=list)
     elsewhere: list[str] = field(default_factory=list)  # claimed by another worker
 
+    def add_others(self, trial_ids: list[str], store: Store) -> None:
+        """Count the trials that other workers of this run ran, read back from the database once
+        they are done: the run's summary covers the whole grid, not just this worker's share."""
+        statuses = store.statuses(trial_ids)
+        self.failed.update({tid: "failed in another worker (see `mtbench report --view attacks`)"
+                            for tid in trial_ids if statuses.get(tid) == "failed" and tid not in self.failed})
+        self.done += [tid for tid in self.elsewhere if statuses.get(tid) == "done"]
+
 
 EXECUTORS: dict[TrialKind, str] = {
     TrialKind.TRAIN: "mtbench.train:run_train",

@@ -1,0 +1,56 @@
+"""``mtbench data synth`` and ``mtbench data check``: Taskonomy-format folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from mtbench.cli.common import console, err_console
+from mtbench.console import LiteralTable, say
+
+SHOWN_PROBLEMS = 50
+"""``data check`` lists at most this many problems, then counts the rest."""
+
+
+def synth(
+    out: Annotated[Path, typer.Option("--out", help="folder to write (official Taskonomy layout)")],
+    samples: Annotated[int, typer.Option(min=1, max=10_000_000, help="training samples")] = 64,
+    test_samples: Annotated[int, typer.Option(min=0, max=10_000_000, help="test samples")] = 32,
+    size: Annotated[int, typer.Option(min=8, max=4096, help="image size in pixels")] = 64,
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1)] = 0,
+    workers: Annotated[Optional[int], typer.Option(min=1, max=1024, help="processes (default: all cores)")] = None,
+) -> None:
+    """Render synthetic indoor scenes and write every domain in the official format."""
+    from rich.progress import Progress
+
+    from mtbench.data.synthetic import SynthConfig, check_replaceable, generate
+
+    check_replaceable(out)  # before the progress bar: a user's folder is refused, not half-rendered over
+    cfg = SynthConfig(size=size, train=samples, test=test_samples, seed=seed)
+    with Progress(console=err_console) as progress:
+        bar = progress.add_task("rendering", total=samples + test_samples)
+        generate(out, cfg, workers, progress=lambda n: progress.advance(bar, n))
+    say(console, f"wrote {samples + test_samples} samples to {out}")
+
+
+def check(root: Annotated[Path, typer.Argument(help="dataset folder")]) -> None:
+    """Report what a Taskonomy-layout folder holds: buildings, samples per domain, problems."""
+    from mtbench.data.check import check_folder
+
+    result = check_folder(root)
+    say(console, root, f": {len(result.buildings)} building(s)", style="bold")
+    table = LiteralTable()
+    table.add_column("domain")
+    table.add_column("samples", justify="right")
+    for domain, n in sorted(result.per_domain.items()):
+        table.add_row(domain, str(n))
+    console.print(table)
+    for problem in result.problems[:SHOWN_PROBLEMS]:
+        say(console, ("problem", "red"), " ", problem)
+    if len(result.problems) > SHOWN_PROBLEMS:
+        say(console, f"... and {len(result.problems) - SHOWN_PROBLEMS} more problems")
+    say(console, f"{result.samples} sample(s), {len(result.problems)} problem(s)")
+    if result.problems:
+        raise typer.Exit(1)

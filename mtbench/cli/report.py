@@ -1,0 +1,99 @@
+"""``mtbench report``, ``claims`` and ``export``: reading commands, which never import torch and never
+create or alter a database. What a report holds is decided in :mod:`mtbench.report.assemble`."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from mtbench.cli.common import DbOpt, Format, FormatOpt, OutOpt, console, store
+from mtbench.console import say
+from mtbench.errors import MtbenchError
+from mtbench.report.assemble import ALL, VIEWS
+
+View = Enum("View", [(name, name) for name in (*VIEWS, ALL)], type=str)
+
+SourceArg = Annotated[Optional[str], typer.Argument(help="database URL/file, results or Parquet folder")]
+EncoderOpt = Annotated[Optional[str], typer.Option(help="only this encoder")]
+ViewOpt = Annotated[Optional[list[View]], typer.Option(
+    help="what to show (repeatable): leaderboard, models, attacks, paper (Tables 1, 2, per encoder), "
+         "advice (the advisor's rankings), theory (first-order predictions vs measurement), claims, all "
+         "[default: leaderboard + models]")]
+TaskOpt = Annotated[Optional[str], typer.Option(help="only models with this task (name or code)")]
+AttackOpt = Annotated[Optional[str], typer.Option(help="rank by this attack [default: the most common one]")]
+EpsOpt = Annotated[Optional[str], typer.Option(help="rank at this eps, e.g. 8/255 [default: its largest]")]
+StepsOpt = Annotated[Optional[int], typer.Option(min=1, max=100_000, help="only attacks with this many steps")]
+ObjectiveOpt = Annotated[Optional[str], typer.Option(help="rank by this attack objective [default: the most "
+                                                     "common one]")]
+TargetsOpt = Annotated[str, typer.Option(help="leaderboard target: main (main task alone), all, or codes like sd")]
+MetricOpt = Annotated[str, typer.Option(help="rel_vuln_ratio_of_means | rel_vuln_mean_of_ratios | delta_loss")]
+SortOpt = Annotated[Optional[str], typer.Option(help="leaderboard column to sort by [default: the metric]")]
+OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="write here instead of printing "
+                                                   "(html: default <out>/report.html)")]
+PlotsOpt = Annotated[Optional[Path], typer.Option(help="also draw the paper's figures (PNG + SVG) here")]
+LimitOpt = Annotated[int, typer.Option(min=0, help="at most this many rows per table (0: all)")]
+TransferOpt = Annotated[bool, typer.Option("--transfer", help="report transfer attacks (crafted on another model) "
+                                           "instead of attacks on the model itself")]
+
+
+def report(
+    source: SourceArg = None, out: OutOpt = Path("results"), db: DbOpt = None, view: ViewOpt = None,
+    encoder: EncoderOpt = None, task: TaskOpt = None, attack: AttackOpt = None, eps: EpsOpt = None,
+    steps: StepsOpt = None, objective: ObjectiveOpt = None, targets: TargetsOpt = "main",
+    metric: MetricOpt = "rel_vuln_ratio_of_means", sort: SortOpt = None, fmt: FormatOpt = Format.table,
+    output: OutputOpt = None, plots: PlotsOpt = None, limit: LimitOpt = 50, transfer: TransferOpt = False,
+) -> None:
+    """Leaderboards, the paper's tables and figures, straight from the database (torch is not imported)."""
+    from mtbench.report.assemble import build_report, parse_filters
+    from mtbench.report.frames import load_frames
+    from mtbench.report.render import render
+
+    f = parse_filters(eps, metric, encoder=encoder, task=task, attack=attack, steps=steps, objective=objective,
+                      transfer=transfer, targets=targets, sort=sort)
+    built = build_report(load_frames(source or db or str(out)), f, [v.value for v in view or []], limit, plots,
+                         html=fmt is Format.html)
+    if plots:
+        say(console, f"{len(built.figures)} figure(s) written to {plots}", style="dim")
+    if fmt is Format.html:
+        target = output or Path(out) / "report.html"
+        _write_text(target, built.html())
+        say(console, f"report written to {target}")
+        return
+    text = render(built.sections, fmt.value, console)
+    if text is not None and output:
+        _write_text(output, text)
+    elif text is not None:
+        print(text)
+
+
+def _write_text(path: Path, text: str) -> None:
+    from mtbench.storage.files import write_text
+
+    write_text(path, text, "the report")  # atomically: a full disk leaves the previous report as it was
+
+
+def claims(source: SourceArg = None, out: OutOpt = Path("results"), db: DbOpt = None, encoder: EncoderOpt = None,
+           fmt: FormatOpt = Format.table) -> None:
+    """The paper's claims checked on the database: numbers, 95% bootstrap intervals, verdicts."""
+    from mtbench.report.claims import claims_section
+    from mtbench.report.frames import load_frames
+    from mtbench.report.leaderboard import Filters
+    from mtbench.report.render import render
+
+    section = claims_section(load_frames(source or db or str(out)), Filters(encoder=encoder))
+    if fmt is Format.html:
+        raise MtbenchError("--format html: use `mtbench report --view claims --format html`")
+    text = render([section], fmt.value, console)
+    if text is not None:
+        print(text)
+
+
+def export(out: OutOpt = Path("results"), db: DbOpt = None) -> None:
+    """Rewrite the Parquet mirror of the database (``<out>/parquet/*.parquet``)."""
+    from mtbench.storage import export_parquet
+
+    for path in export_parquet(store(out, db), out / "parquet"):
+        say(console, path)

@@ -1,0 +1,115 @@
+"""``mtbench run`` and ``mtbench worker``: the commands that run trials. The work is in
+:mod:`mtbench.runner` (one worker), :mod:`mtbench.workers` (helpers on this machine) and
+:mod:`mtbench.executor` (jobs on a scheduler)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+from mtbench.cli.common import DbOpt, OutOpt, choice, console, err_console, exit_interrupted, store, writable_store
+from mtbench.console import LiteralTable, say
+from mtbench.errors import MtbenchError
+
+if TYPE_CHECKING:
+    from mtbench.grid import Grid
+    from mtbench.storage import Store
+
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="print the expanded trials and stop")]
+WorkersOpt = Annotated[int, typer.Option(min=1, max=1024, help="worker processes on this machine, each claiming "
+                                         "trials from the database (this one included); with --executor, jobs")]
+ExecutorOpt = Annotated[Optional[str], typer.Option(callback=choice("slurm", "local"),
+                                                    help="slurm: submit --workers worker jobs (a job array, "
+                                                         "resources from the grid's [executor]) and return; local: "
+                                                         "submitit's local executor, waiting for the jobs")]
+
+
+def run(grid: Annotated[Path, typer.Argument(help="grid file (TOML)")], out: OutOpt = Path("results"),
+        db: DbOpt = None, dry_run: DryRunOpt = False, workers: WorkersOpt = 1, executor: ExecutorOpt = None) -> None:
+    """Train and attack every trial of a grid; skip trials already done."""
+    from mtbench.grid import load_grid
+    from mtbench.plugins import get_plugins
+
+    plugins = get_plugins()
+    g = load_grid(grid, plugins)  # validates everything before any work or any write
+    if dry_run:
+        return _print_plan(g, store(out, db, missing_ok=True))
+    from mtbench.runner import check_data
+
+    check_data(g, plugins)  # the data folders named by the grid: on this machine, and safe to write
+    results = writable_store(out, db)
+    if executor is not None:
+        return _submit(executor, grid, g, out, db, workers)
+    from mtbench.workers import run_with_helpers
+
+    try:
+        summary = run_with_helpers(g, grid, results, out, db, plugins, err_console, workers)
+    except KeyboardInterrupt as interrupt:
+        exit_interrupted(interrupt)
+    err_console.print(f"{len(summary.done)} trial(s) run, {len(summary.skipped)} already done, "
+                      f"{len(summary.failed)} failed")
+    for tid, error in summary.failed.items():
+        say(err_console, "  ", ("failed", "red"), f" {tid}: {error.splitlines()[0] if error else ''}")
+    if summary.done or summary.skipped:
+        _show_results(out, db)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+def _print_plan(g: Grid, opened: Store | None) -> None:
+    """--dry-run: every trial with its status in the database (``new`` where there is none yet)."""
+    statuses = opened.statuses(t.id for t in g.trials) if opened else {}
+    table = LiteralTable(title=f"{g.settings.run.name}: {len(g.trials)} trials")
+    for col in ("id", "kind", "trial", "needs", "status"):
+        table.add_column(col)
+    for t in g.trials:
+        table.add_row(t.id, t.kind, t.label(), (t.parent or "")[:8], statuses.get(t.id, "new"))
+    console.print(table)
+    done = sum(1 for t in g.trials if statuses.get(t.id) == "done")
+    console.print(f"{done} of {len(g.trials)} trials already done; {len(g.trials) - done} to run")
+
+
+def _submit(executor: str, grid: Path, g: Grid, out: Path, db: str | None, workers: int) -> None:
+    """--executor: hand the workers to a scheduler (slurm returns at once, local waits for them)."""
+    from mtbench.executor import submit_workers
+
+    ids = submit_workers(executor, grid.resolve(), Path(out).resolve(), db, workers,
+                         g.settings.executor.model_dump(), wait=executor == "local")
+    say(err_console, f"{len(ids)} worker job(s): {', '.join(ids)}; logs in {Path(out) / 'jobs'}; "
+                     "`mtbench report` shows results as they land")
+    if executor == "local":
+        _show_results(out, db)
+
+
+def _show_results(out: Path, db: str | None) -> None:
+    """The default report, as ``mtbench report`` would print it."""
+    from mtbench.cli.report import report
+
+    report(source=None, out=out, db=db)
+
+
+def worker(grid: Annotated[Optional[Path], typer.Argument(
+               help="grid file [default: the latest run's grid in the database]")] = None,
+           out: OutOpt = Path("results"), db: DbOpt = None) -> None:
+    """Join a grid: claim and run its trials until none is left (several workers may share one database)."""
+    from mtbench.grid import load_grid, load_grid_text
+    from mtbench.plugins import get_plugins
+    from mtbench.runner import run_grid
+
+    plugins = get_plugins()
+    results = writable_store(out, db)
+    if grid is not None:
+        g = load_grid(grid, plugins)
+    else:
+        latest = results.latest_run()
+        if latest is None:
+            raise MtbenchError(f"{results.url}: no run in this database to join; give the grid file")
+        g = load_grid_text(latest["grid_text"], Path(latest["grid_path"] or "grid.toml"), plugins)
+    try:
+        summary = run_grid(g, results, out, plugins, err_console, export=False)
+    except KeyboardInterrupt as interrupt:
+        exit_interrupted(interrupt)
+    err_console.print(f"worker: {len(summary.done)} trial(s) run, {len(summary.failed)} failed, "
+                      f"{len(summary.elsewhere)} taken by other workers")

@@ -1,0 +1,142 @@
+"""A whole report: which sections each view holds and in what order, the ``--limit`` cut, the
+figures and the HTML page; what ``mtbench report`` prints, as data.
+
+Light at import (the CLI reads :data:`VIEWS` when it starts, for ``--help``): the section modules,
+which load Arrow, are imported when a report is built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mtbench.errors import MtbenchError
+
+if TYPE_CHECKING:
+    from mtbench.report.frames import Frames
+    from mtbench.report.leaderboard import Filters
+    from mtbench.report.plots import Figure
+    from mtbench.report.render import Section
+
+VIEWS = ("leaderboard", "models", "attacks", "paper", "advice", "theory", "claims")
+"""What a report can show, in the order ``--help`` lists them."""
+ALL = "all"
+DEFAULT_VIEWS = ("leaderboard", "models")
+
+
+def _leaderboard(frames: Frames, f: Filters) -> list[Section]:
+    from mtbench.report.leaderboard import leaderboard
+
+    return [leaderboard(frames, f)]
+
+
+def _models(frames: Frames, f: Filters) -> list[Section]:
+    from mtbench.report.leaderboard import model_rows
+
+    return [model_rows(frames, f)]
+
+
+def _attacks(frames: Frames, f: Filters) -> list[Section]:
+    from mtbench.report.leaderboard import attack_rows
+
+    return [attack_rows(frames, f)]
+
+
+def _paper(frames: Frames, f: Filters) -> list[Section]:
+    """Tables 1, per encoder and 2; the transfer table only when the report is not already of transfers."""
+    from mtbench.report import paper
+
+    return paper.table1(frames, f) + paper.per_encoder(frames, f) + paper.table2(frames, f) \
+        + ([] if f.transfer else paper.transfer(frames, f))
+
+
+def _theory(frames: Frames, f: Filters) -> list[Section]:
+    from mtbench.report import theory
+
+    return theory.first_order(frames, f) + theory.marginal(frames, f)
+
+
+def _claims(frames: Frames, f: Filters) -> list[Section]:
+    from mtbench.report.claims import claims_section
+
+    return [claims_section(frames, f)]
+
+
+def _advice(frames: Frames, f: Filters) -> list[Section]:
+    from mtbench.report.advice import advice_sections
+
+    return advice_sections(frames)
+
+
+SECTIONS: dict[str, Callable[[Frames, Filters], list[Section]]] = {
+    "leaderboard": _leaderboard, "models": _models, "attacks": _attacks, "paper": _paper, "theory": _theory,
+    "claims": _claims, "advice": _advice}
+"""Each view's sections, in the order a report prints them (tables first, the advisor's last)."""
+
+
+@dataclass
+class Report:
+    """The sections and figures of one report, and the data they came from (the HTML page shows its grids)."""
+
+    sections: list[Section]
+    frames: Frames
+    figures: list[Figure] = field(default_factory=list)
+
+    def html(self) -> str:
+        """One self-contained HTML page."""
+        from mtbench import __version__
+        from mtbench.report.html import html_report
+
+        return html_report(self.sections, self.figures, self.frames, __version__)
+
+
+def parse_filters(eps: str | None, metric: str, **narrowing: Any) -> Filters:
+    """The report's filters from the command line's text, refusing a metric or an eps it cannot rank by."""
+    from mtbench.report.leaderboard import VULNERABILITY_METRICS, Filters
+    from mtbench.settings import number
+
+    if metric not in VULNERABILITY_METRICS:
+        raise MtbenchError(f"--metric: expected one of {', '.join(VULNERABILITY_METRICS)}, got {metric!r}")
+    try:
+        eps_value = number(eps) if eps is not None else None
+        if not 0 < float(eps_value if eps_value is not None else 1) <= 1:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise MtbenchError(f"--eps: expected a number in (0, 1] or a fraction like 8/255, got {eps!r}") from None
+    return Filters(eps=eps_value, metric=metric, **narrowing)
+
+
+def chosen_views(views: Iterable[str]) -> set[str]:
+    """The views asked for: none means the default ones, ``all`` every one."""
+    wanted = set(views) or set(DEFAULT_VIEWS)
+    return set(VIEWS) if ALL in wanted else wanted
+
+
+def sections_for(frames: Frames, f: Filters, views: Iterable[str]) -> list[Section]:
+    """The sections of these views, in report order."""
+    wanted = chosen_views(views)
+    return [section for name, build in SECTIONS.items() if name in wanted for section in build(frames, f)]
+
+
+def cut(sections: list[Section], limit: int) -> None:
+    """At most ``limit`` rows per section (0: all), saying so in the note of a section cut short."""
+    for section in sections:
+        if limit and len(section.rows) > limit:
+            section.note += f" [first {limit} of {len(section.rows)} rows; --limit 0 shows all]"
+            section.rows = section.rows[:limit]
+
+
+def build_report(frames: Frames, f: Filters, views: Iterable[str], limit: int = 0, plots: Path | None = None,
+                 html: bool = False) -> Report:
+    """The report of these views; figures are drawn into ``plots``, or a temporary folder for an HTML page."""
+    report = Report(sections_for(frames, f, views), frames)
+    cut(report.sections, limit)
+    if plots or html:
+        import tempfile
+
+        from mtbench.report.plots import draw_all
+
+        report.figures = draw_all(frames, f, plots or Path(tempfile.mkdtemp(prefix="mtbench-plots-")))
+    return report
