@@ -19,8 +19,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from mtbench import __version__
-from mtbench.console import make_console, say
 from mtbench.configs import DataConfig, TrialKind
+from mtbench.console import make_console, say
 from mtbench.context import TrialContext
 from mtbench.defaults import check_defaults
 from mtbench.errors import MtbenchError
@@ -28,7 +28,6 @@ from mtbench.grid import Grid, Trial
 from mtbench.plugins import Plugins
 from mtbench.signals import interruptible
 from mtbench.storage import Store, export_parquet
-
 
 HEARTBEAT_S = 30.0
 STALE_S = 4 * HEARTBEAT_S  # a worker on another machine is dead after four missed heartbeats
@@ -229,7 +228,7 @@ class Heartbeat:
         while not self._stop.wait(every_s):
             try:
                 store.heartbeat(trial_id)
-            except Exception:  # noqa: BLE001 - a missed beat must never kill the trial
+            except Exception:
                 pass
 
     def stop(self) -> None:

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from helpers import TINY_GRID, run_cli
 
 from mtbench.data.synthetic import SynthConfig, generate
 from mtbench.plugins import get_plugins
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
@@ -29,42 +27,6 @@ def synth_root(tmp_path_factory) -> Path:
     return root
 
 
-CPU_TINY_DATA = """
-[run]
-device = "cpu"
-[data]
-image_size = 32
-train_samples = 8
-test_samples = 4
-"""
-"""The head of most test grids: CPU, 32 px synthetic images, 8 training and 4 test samples."""
-
-TINY_GRID = """
-[run]
-name = "tiny"
-seed = 0
-device = "cpu"
-
-[data]
-dataset = "synthetic"
-image_size = 32
-train_samples = 8
-test_samples = 4
-
-[train]
-encoders = ["resnet18"]
-task_sets = {task_sets}
-epochs = 1
-batch_size = 4
-
-[[attack]]
-name = "pgd-linf"
-eps = ["8/255"]
-steps = 2
-targets = "each"
-"""
-
-
 @pytest.fixture
 def write_grid(tmp_path):
     def write(text: str = TINY_GRID, name: str = "grid.toml", **fmt) -> Path:
@@ -73,14 +35,6 @@ def write_grid(tmp_path):
         path.write_text(textwrap.dedent(text).format(**fmt) if fmt else text)
         return path
     return write
-
-
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict | None = None,
-            preexec_fn=None) -> subprocess.CompletedProcess:
-    """Run the installed ``mtbench`` command in a subprocess, as a user would."""
-    env = {**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-c", "from mtbench.cli import main; main()", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout, env=env, preexec_fn=preexec_fn)
 
 
 def _postgres_bin() -> Path | None:

@@ -7,8 +7,8 @@ import sqlite3
 
 import pytest
 import torch
+from helpers import CPU_TINY_DATA, run_cli
 
-from conftest import CPU_TINY_DATA, run_cli
 from mtbench.testing import attack_request, check_attack, tiny_model
 from mtbench_attacks.apgd import checkpoints
 from mtbench_attacks.ensemble import worst_case

@@ -8,9 +8,9 @@ import math
 import sqlite3
 
 import pytest
+from helpers import CPU_TINY_DATA, run_cli
 from rich.console import Console
 
-from conftest import CPU_TINY_DATA, run_cli
 from mtbench.advise import ALONE, base_settings, evidence, rank, run_advice_trial, validation_set
 from mtbench.configs import AdviceConfig
 from mtbench.report.advice import advice_sections

@@ -7,9 +7,9 @@ import json
 
 import pytest
 import torch
+from helpers import CPU_TINY_DATA, run_cli
 from torch import nn
 
-from conftest import CPU_TINY_DATA, run_cli
 from mtbench.analysis import gradient_statistics, input_gradients
 from mtbench.models import MultiTaskModel
 from mtbench.testing import attack_request, fake_batch, tiny_model

@@ -20,9 +20,9 @@ from unittest import mock
 
 import numpy as np
 import pytest
+from helpers import CPU_TINY_DATA, run_cli
 from PIL import Image
 
-from conftest import CPU_TINY_DATA, run_cli
 from mtbench.cli import main
 
 BASE = CPU_TINY_DATA + """{data}

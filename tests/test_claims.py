@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run_cli
 
-from conftest import run_cli
 from mtbench.report import Filters, load_frames
 from mtbench.report.claims import Claim, evaluate_claims
 from mtbench.stats import bootstrap_ci, relative_increase

@@ -9,8 +9,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from helpers import run_cli
 
-from conftest import run_cli
 from mtbench.configs import CONFIG_TYPES, AttackConfig, Role, TrialKind, added, parse_config
 from mtbench.errors import MtbenchError
 from mtbench.grid import load_grid

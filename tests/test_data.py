@@ -7,13 +7,12 @@ import shutil
 
 import numpy as np
 import pytest
+from helpers import run_cli
 from PIL import Image
 
 from mtbench.data import TaskonomyDataset, load_splits
 from mtbench.data.synthetic import SynthConfig, generate
 from mtbench.errors import DataError
-
-from conftest import run_cli
 
 ALL = "sdDnkKeEprA"
 
@@ -30,14 +29,14 @@ def test_layout_and_round_trip(plugins, synth_root):
     ds = open_all(plugins, synth_root)
     assert len(ds) == 16
     image, targets, masks = ds[0]
-    assert image.shape == (3, 32, 32) and 0 <= image.min() and image.max() <= 1
+    assert image.shape == (3, 32, 32) and image.min() >= 0 and image.max() <= 1
     for name, target in targets.items():
         spec = plugins.tasks.get(name)
         assert target.shape == (1 if spec.classification else spec.channels, 32, 32), name
         assert masks[name].shape == (1, 32, 32) and masks[name].dtype.is_floating_point is False
     assert targets["segment_semantic"].max() <= 16 and targets["segment_semantic"].min() >= 0
-    assert -1 <= targets["normal"].min() and targets["normal"].max() <= 1
-    assert 0 <= targets["depth_euclidean"].min() and targets["depth_euclidean"].max() <= 1
+    assert targets["normal"].min() >= -1 and targets["normal"].max() <= 1
+    assert targets["depth_euclidean"].min() >= 0 and targets["depth_euclidean"].max() <= 1
     # a window shows sky somewhere in the dataset: invalid depth is masked out
     assert any(not bool(ds[i][2]["depth_euclidean"].all()) for i in range(len(ds)))
     # labels are consistent with geometry: z-buffer depth never exceeds euclidean depth

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers import CPU_TINY_DATA, run_cli
 
-from conftest import CPU_TINY_DATA, run_cli
 from mtbench.storage import Store, export_parquet
 from mtbench.storage.fixture import ResultsWriter
 from mtbench.storage.schema import SCHEMA_VERSION

@@ -6,8 +6,8 @@ import re
 import tomllib
 
 import torch
+from helpers import REPO
 
-from conftest import REPO
 from mtbench import docgen
 from mtbench.settings import GridModel
 

@@ -8,8 +8,7 @@ import subprocess
 import sys
 
 import pytest
-
-from conftest import REPO, run_cli
+from helpers import REPO, run_cli
 
 EXAMPLE = REPO / "examples" / "plugins" / "mtbench-extras"
 

@@ -6,11 +6,10 @@ import hashlib
 import sqlite3
 
 import pytest
+from helpers import REPO, TINY_GRID, run_cli
 
 from mtbench.errors import ConfigError
 from mtbench.grid import load_grid
-
-from conftest import REPO, TINY_GRID, run_cli
 
 TEN_MISTAKES = """
 [run]

@@ -11,12 +11,11 @@ import json
 import textwrap
 
 import pytest
+from helpers import TINY_GRID, run_cli
 from rich.console import Console
 
 from mtbench.console import LiteralTable, say
 from mtbench.report.render import Section, render
-
-from conftest import TINY_GRID, run_cli
 
 NAME = "[bold]x[/]"
 TASKONOMY_GRID = """

@@ -79,7 +79,7 @@ def test_checkpoint_round_trip_and_refusals(plugins, tmp_path):
 
 
 def test_models_info_command():
-    from conftest import run_cli
+    from helpers import run_cli
 
     result = run_cli("models", "info", "xception", "dD", "--size", "64")
     assert result.returncode == 0, result.stderr

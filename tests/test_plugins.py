@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import textwrap
+import typing
 from pathlib import Path
 
 import pytest
-
-import dataclasses
-import typing
+from helpers import TINY_GRID, run_cli
 
 from mtbench import hookspecs
 from mtbench.defaults import PAPER_ATTACK, check_defaults
@@ -18,8 +18,6 @@ from mtbench.errors import PluginError
 from mtbench.kinds import KINDS
 from mtbench.plugins import Entry, Plugins, Registry, load_plugins
 from mtbench.specs import ObjectiveSpec
-
-from conftest import TINY_GRID, run_cli
 
 
 def test_builtins_register_everything(plugins):

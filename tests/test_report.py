@@ -10,8 +10,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from helpers import run_cli
 
-from conftest import run_cli
 from mtbench.report import Filters, leaderboard, load_frames, paper
 from mtbench.storage import Store, export_parquet
 from mtbench.storage.fixture import ResultsWriter

@@ -12,10 +12,9 @@ import sys
 import time
 
 import pyarrow.parquet as pq
+from helpers import run_cli
 
 from mtbench.storage import Store
-
-from conftest import run_cli
 
 
 def rows(db, sql):

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
-from conftest import CPU_TINY_DATA
+from helpers import CPU_TINY_DATA
 
 LONG_TRAINING = CPU_TINY_DATA + """
 [train]
@@ -115,10 +114,9 @@ def test_interruptible_raises_once_with_the_shells_exit_status(signum, code):
 
     _fired.clear()
     try:
-        with pytest.raises(Interrupted) as caught:
-            with interruptible():
-                os.kill(os.getpid(), signum)
-                time.sleep(1)  # the handler runs at the next bytecode
+        with pytest.raises(Interrupted) as caught, interruptible():
+            os.kill(os.getpid(), signum)
+            time.sleep(1)  # the handler runs at the next bytecode
         assert exit_code(caught.value) == code
         with interruptible():  # a second signal while cleaning up is ignored, not raised
             os.kill(os.getpid(), signum)

@@ -19,8 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from conftest import CPU_TINY_DATA, run_cli
+from helpers import CPU_TINY_DATA, run_cli
 
 ENV = {"OMP_NUM_THREADS": "1"}  # sbatch passes the submitter's environment on to its jobs
 ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "RESIZING", "SUSPENDED", "COMPLETING", "CONFIGURING"}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CPU_TINY_DATA, run_cli
+from helpers import CPU_TINY_DATA, run_cli
 from safetensors.torch import load_file, save_file
 
 from mtbench.resume import CorruptState, RefusedState, load_state, paths, save_state

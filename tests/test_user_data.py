@@ -10,8 +10,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from helpers import CPU_TINY_DATA, run_cli
 
-from conftest import CPU_TINY_DATA, run_cli
 from mtbench.data.synthetic import SynthConfig, generate, is_synthetic_folder
 from mtbench.errors import DataError
 

@@ -10,7 +10,8 @@ import subprocess
 import sys
 import time
 
-from conftest import CPU_TINY_DATA, run_cli
+from helpers import CPU_TINY_DATA, run_cli
+
 from mtbench.storage import Store
 
 GRID = CPU_TINY_DATA + """
