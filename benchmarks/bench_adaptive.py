@@ -9,13 +9,12 @@ from __future__ import annotations
 import argparse
 
 import torch
+from bench_pgd import best_of
 
 from mtbench.evaluate import prepare_for_attack
 from mtbench.models import build_model
 from mtbench.plugins import get_plugins
 from mtbench.testing import attack_request, fake_batch
-
-from bench_pgd import best_of
 
 TASKS = ["segment_semantic", "depth_zbuffer"]
 OBJECTIVES = ("relative", "gradnorm-progress", "gradnorm-lagging", "balanced", "cyclic")
@@ -52,7 +51,8 @@ def main() -> None:
     print(f"device {device}, ResNet18 2 tasks, batch {args.batch} at {args.size}px, {args.steps} steps, "
           f"best of {args.repeats}")
     for name, t in times.items():
-        print(f"{name:28s} {t:.3f}s  {t / args.steps * 1000:.1f} ms/step  ratio to PGD/sum {t / base:.3f} (goal <= 1.1)")
+        print(f"{name:28s} {t:.3f}s  {t / args.steps * 1000:.1f} ms/step  "
+              f"ratio to PGD/sum {t / base:.3f} (goal <= 1.1)")
 
 
 if __name__ == "__main__":

@@ -111,7 +111,8 @@ def evidence(frames: Frames, main: str, auxiliaries: list[str], encoder: str, ep
     if kind == "clean":
         clean = metric_values(frames, Phase.CLEAN, "error", [m["id"] for m in models])
         for aux, ms in by_aux.items():
-            values = [clean[(m["id"], m["task_names"].split(",")[0])] for m in ms if (m["id"], m["task_names"].split(",")[0]) in clean]
+            values = [clean[(m["id"], m["task_names"].split(",")[0])] for m in ms
+                      if (m["id"], m["task_names"].split(",")[0]) in clean]
             if values:
                 out[aux] = _summarise(values, None, [m["id"] for m in ms])
         return out
@@ -122,7 +123,8 @@ def evidence(frames: Frames, main: str, auxiliaries: list[str], encoder: str, ep
     for r in attacks:
         if r["model"] in model_ids:
             chosen.setdefault(model_ids[r["model"]], []).append(r)
-    vuln = metric_values(frames, Phase.VULNERABILITY, "rel_vuln_ratio_of_means", [r["id"] for rs in chosen.values() for r in rs])
+    vuln = metric_values(frames, Phase.VULNERABILITY, "rel_vuln_ratio_of_means",
+                         [r["id"] for rs in chosen.values() for r in rs])
     names = {m["id"]: m["task_names"].split(",")[0] for m in models}
     for aux, rs in chosen.items():
         values = [vuln[(r["id"], names[r["model"]])] for r in rs if (r["id"], names[r["model"]]) in vuln]
@@ -131,7 +133,8 @@ def evidence(frames: Frames, main: str, auxiliaries: list[str], encoder: str, ep
         samples = None
         if len(values) == 1:
             table = frames.read_samples([rs[0]["id"]], "error").to_pydict()
-            rows = [(c, a) for t, c, a in zip(table["task"], table["clean"], table["adv"]) if t == names[rs[0]["model"]]]
+            rows = [(c, a) for t, c, a in zip(table["task"], table["clean"], table["adv"])
+                    if t == names[rs[0]["model"]]]
             samples = (np.array([c for c, _ in rows]), np.array([a for _, a in rows])) if rows else None
         out[aux] = _summarise(values, samples, [r["id"] for r in rs])
     return out

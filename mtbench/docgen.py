@@ -54,8 +54,9 @@ def grid_reference() -> str:
     for title, model in GRID_SECTIONS:
         lines += [f"## {title}", "", "| key | type | default | meaning |", "|---|---|---|---|"]
         for name, field in typing.cast(type[BaseModel], model).model_fields.items():
-            constraints = [f"{SYMBOLS[type(m).__name__]} {getattr(m, type(m).__name__.lower().replace('minlen', 'min_length'))}"
-                           for m in field.metadata if type(m).__name__ in SYMBOLS]
+            constraints = [
+                f"{SYMBOLS[type(m).__name__]} {getattr(m, type(m).__name__.lower().replace('minlen', 'min_length'))}"
+                for m in field.metadata if type(m).__name__ in SYMBOLS]
             meaning = (field.description or "") + (f" ({', '.join(constraints)})" if constraints else "")
             lines.append(f"| `{name}` | `{_type_name(field.annotation)}` | {_default(field)} | {meaning} |")
         lines.append("")

@@ -122,7 +122,8 @@ def run_attack(config: AttackConfig, trial_id: str, ctx: TrialContext) -> TrialR
         won = torch.cat(winners)
         metrics += [MetricRow(Phase.ENSEMBLE, "winner", name, float((won == i).float().mean()), config.steps)
                     for i, name in enumerate(members)]
-        samples += [SampleRow(i, "ensemble", f"winner:{members[w]}", None, float(w)) for i, w in enumerate(won.tolist())]
+        samples += [SampleRow(i, "ensemble", f"winner:{members[w]}", None, float(w))
+                    for i, w in enumerate(won.tolist())]
     return TrialResult(
         metrics=metrics,
         samples=samples,

@@ -307,7 +307,8 @@ def task_set_names(task_set: str | list[str], plugins: Plugins) -> list[str]:
     return [plugins.tasks.resolve(t) for t in items]
 
 
-def train_weights(weighting: Weighting, tasks: list[str], aux_weight: float, plugins: Plugins) -> tuple[str, dict[str, float]]:
+def train_weights(weighting: Weighting, tasks: list[str], aux_weight: float,
+                  plugins: Plugins) -> tuple[str, dict[str, float]]:
     """Loss weights per task and a label: uniform (the mean), sum, optimal (first task is the main
     task at 1, the others at ``aux_weight``) or explicit."""
     if weighting == "uniform":

@@ -200,7 +200,7 @@ def _read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
     try:
         with safe_open(str(path), "pt") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
+            return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not iterable, f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as exc:
         raise CorruptState(path, f"is not a readable safetensors file ({exc})") from None
 

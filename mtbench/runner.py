@@ -7,6 +7,7 @@ next run. Ctrl-C gives the trial in flight back (``pending``) and stops.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import threading
 import time
@@ -226,10 +227,8 @@ class Heartbeat:
 
     def _beat(self, store: Store, trial_id: str, every_s: float) -> None:
         while not self._stop.wait(every_s):
-            try:
+            with contextlib.suppress(Exception):  # a missed beat must never kill the trial
                 store.heartbeat(trial_id)
-            except Exception:
-                pass
 
     def stop(self) -> None:
         self._stop.set()

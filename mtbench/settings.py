@@ -98,7 +98,8 @@ class Section(BaseModel):
 
 class RunSection(Section):
     name: Label = Field("grid", description="a label for the run, stored with it")
-    seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of training and attack trials (see train.seeds for several)")
+    seed: int = Field(0, ge=0, le=MAX_SEED,
+                      description="seed of training and attack trials (see train.seeds for several)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present, else CPU")
 
 
@@ -166,8 +167,9 @@ class AttackSection(Section):
     targets: Literal["each", "all"] | list[list[str]] = Field(
         "each", description="each: every task of the model alone; all: all together; or explicit sets "
                             "[[\"s\"], [\"s\", \"d\"]]")
-    objective: Label = Field(DEFAULT_OBJECTIVE, description="an objective plugin: how attacked losses combine (sum, mean, "
-                                                "single, weighted, ...)")
+    objective: Label = Field(DEFAULT_OBJECTIVE,
+                             description="an objective plugin: how attacked losses combine (sum, mean, "
+                                         "single, weighted, ...)")
     weights: dict[str, Weight] | None = Field(None, description="task weights of the weighted objective")
     random_start: bool = Field(False, description="start uniformly inside the eps-ball")
     restarts: int = Field(1, ge=1, le=1000, description="runs per sample, keeping the worst by the objective")

@@ -81,7 +81,8 @@ def test_invariants(plugins, norm, eps, batch, size, random_start, restarts):
 @pytest.mark.parametrize("name", ["pgd-linf", "pgd-l2", "fgsm"])
 def test_eps_zero_is_clean(plugins, setup, name):
     model, images, targets, masks = setup
-    x = plugins.attacks.get(name).run(request(plugins, model, images, targets, masks, eps=0.0, random_start=True)).adversarial
+    req = request(plugins, model, images, targets, masks, eps=0.0, random_start=True)
+    x = plugins.attacks.get(name).run(req).adversarial
     assert torch.equal(x, images)
 
 

@@ -110,7 +110,8 @@ def test_data_check_command(broken_copy):
 
 
 def test_data_check_reports_every_missing_domain(broken_copy):
-    gone = [png_path(broken_copy, "normal"), png_path(broken_copy, "keypoints3d", p=1), png_path(broken_copy, "rgb", p=2)]
+    gone = [png_path(broken_copy, "normal"), png_path(broken_copy, "keypoints3d", p=1),
+            png_path(broken_copy, "rgb", p=2)]
     for path in gone:
         path.unlink()
     shutil.rmtree(broken_copy / "synth-train-001" / "edge_texture")

@@ -101,7 +101,8 @@ def test_trial_id_is_a_hash_of_the_identity(write_grid, plugins):
 
 
 def test_weightings(write_grid, plugins):
-    text = TINY_GRID.replace("epochs = 1", 'epochs = 1\nweighting = ["uniform", "sum", "optimal", {{s = 1.0, d = 0.5}}]')
+    text = TINY_GRID.replace("epochs = 1",
+                             'epochs = 1\nweighting = ["uniform", "sum", "optimal", {{s = 1.0, d = 0.5}}]')
     grid = load_grid(write_grid(text, task_sets='["sd"]'), plugins)
     weights = {t.config.weighting: t.config.weights for t in grid.train_trials}
     assert weights["uniform"] == {"segment_semantic": 0.5, "depth_zbuffer": 0.5}

@@ -84,7 +84,8 @@ def test_sigkill_and_resume_runs_every_trial_once(write_grid, tmp_path):
     final = run_cli("run", str(grid), "--out", str(out))
     assert final.returncode == 0, final.stderr
     db = out / "mtbench.db"
-    assert rows(db, "select status, count(*) from trials group by status") == [("done", 7)]  # 3 models + 1 + 1 + 2 single-task attacks
+    # 3 models + 1 + 1 + 2 single-task attacks
+    assert rows(db, "select status, count(*) from trials group by status") == [("done", 7)]
     # no duplicated metrics: one clean row per (trial, task, metric)
     assert rows(db, "select count(*) from (select trial_id, task, metric, count(*) n from metrics "
                     "where phase='clean' group by trial_id, task, metric having n > 1)") == [(0,)]

@@ -45,7 +45,7 @@ def test_concurrent_claims_have_one_winner(db_url):
         wins = []
         barrier = threading.Barrier(8)
 
-        def contend(trial=trial):
+        def contend(trial=trial, barrier=barrier, wins=wins):
             barrier.wait()
             wins.append(Store(db_url).claim(trial, "attack", trial, {}, None, run, "0"))
 

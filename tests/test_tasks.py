@@ -79,7 +79,8 @@ def test_edge_occlusion_no_clip_then_blur(plugins, tmp_path):
     occ = np.zeros((64, 64), dtype=np.uint16)
     occ[32, 32] = 65535
     depth = np.zeros((64, 64), dtype=np.uint16)
-    target, _ = plugins.tasks.get("edge_occlusion").decode(raw_sample(tmp_path, edge_occlusion=occ, depth_euclidean=depth, rgb=np.zeros((64, 64, 3), np.uint8)))
+    raw = raw_sample(tmp_path, edge_occlusion=occ, depth_euclidean=depth, rgb=np.zeros((64, 64, 3), np.uint8))
+    target, _ = plugins.tasks.get("edge_occlusion").decode(raw)
     # one pixel of 1/0.00625*2-1 = 319 on a background of -1, blurred with sigma 4 * 64/256 = 1
     assert target[0, 0, 0] == pytest.approx(-1, abs=1e-5)
     assert target[0, 32, 32] == pytest.approx(-1 + 320 / (2 * math.pi), rel=0.02)
@@ -89,7 +90,8 @@ def test_edge_occlusion_no_clip_then_blur(plugins, tmp_path):
 def test_curvature_read_in_colour(plugins, tmp_path):
     curv = np.zeros((2, 2, 3), dtype=np.uint8)
     curv[..., 0], curv[..., 1], curv[..., 2] = 155, 100, 7
-    target, _ = plugins.tasks.get("principal_curvature").decode(raw_sample(tmp_path, principal_curvature=curv, depth_euclidean=DEPTH, rgb=RGB))
+    raw = raw_sample(tmp_path, principal_curvature=curv, depth_euclidean=DEPTH, rgb=RGB)
+    target, _ = plugins.tasks.get("principal_curvature").decode(raw)
     assert target.shape == (2, 2, 2)
     assert target[0, 0, 0] == pytest.approx((155 - 123.572) / 31.922)
     assert target[1, 0, 0] == pytest.approx((100 - 120.1) / 21.658)

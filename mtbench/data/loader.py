@@ -50,7 +50,8 @@ def load_splits(root: Path, split_file: Path | None = None) -> dict[str, list[st
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise DataError(f"{path}: split file missing; give [data] train_buildings/test_buildings or a split_file") from None
+        raise DataError(f"{path}: split file missing; "
+                        "give [data] train_buildings/test_buildings or a split_file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not a valid JSON split file ({exc})") from None
     except OSError as exc:

@@ -117,7 +117,8 @@ def make_room(rng: np.random.Generator) -> Room:
 
 def camera_rays(rng: np.random.Generator, room: Room, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Origin (3,), unit ray directions (H, W, 3) and the camera basis rows (right, up, back)."""
-    origin = np.array([rng.uniform(-0.7, 0.7) * room.half[0], rng.uniform(1.1, 1.7), rng.uniform(-0.7, 0.7) * room.half[1]])
+    origin = np.array([rng.uniform(-0.7, 0.7) * room.half[0], rng.uniform(1.1, 1.7),
+                       rng.uniform(-0.7, 0.7) * room.half[1]])
     # Aim roughly at one object, as Taskonomy's cameras look at points of interest: views of
     # bare walls would make a constant "background" prediction unbeatable for segmentation.
     to = room.objects[int(rng.integers(len(room.objects)))]["centre"] - origin

@@ -167,7 +167,8 @@ def vulnerability_vs_eps(frames: Frames, f: Filters, out: Path) -> list[Figure]:
                 xs = sorted(points)
                 scale = 255 if norm == "linf" else 1
                 ax.plot([x * scale for x in xs], [sum(points[x]) / len(points[x]) for x in xs], marker="o", label=name)
-        ax.set(title=f"{norm} attacks", xlabel="eps (grey levels /255)" if norm == "linf" else "eps (L2 norm, [0,1] pixels)",
+        ax.set(title=f"{norm} attacks",
+               xlabel="eps (grey levels /255)" if norm == "linf" else "eps (L2 norm, [0,1] pixels)",
                ylabel=V_LABEL)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

@@ -138,8 +138,8 @@ class Store:
         Atomic across processes and machines: a new trial is an INSERT that only one worker can win
         (primary key), an existing one a conditional UPDATE that only one worker can match."""
         now = time.time()
-        values = dict(status=TrialStatus.RUNNING.value, worker=worker_name(), run_id=run_id, started_at=now, heartbeat_at=now,
-                      error=None, mtbench_version=version)
+        values = dict(status=TrialStatus.RUNNING.value, worker=worker_name(), run_id=run_id, started_at=now,
+                      heartbeat_at=now, error=None, mtbench_version=version)
         try:
             with self.engine.begin() as c:
                 c.execute(insert(trials).values(
@@ -209,7 +209,8 @@ class Store:
                     time.time() - (beat or 0) > stale_after_s)
                 if dead:
                     stale.append(tid)
-                    c.execute(update(trials).where(trials.c.id == tid).values(status=TrialStatus.PENDING.value, worker=None))
+                    c.execute(update(trials).where(trials.c.id == tid)
+                              .values(status=TrialStatus.PENDING.value, worker=None))
         return stale
 
     # ------------------------------------------------------------------ reading

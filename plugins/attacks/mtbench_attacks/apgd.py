@@ -1,7 +1,8 @@
 """Auto-PGD (Croce & Hein, ICML 2020) for dense, multi-task models, L-inf and L2.
 
 Per sample: step size 2*eps, a momentum step (alpha = 0.75) between the new gradient point and the
-previous iterate, and at the checkpoints (22%, 41%, 57%, 70%, ... of the steps) the step size halves, and the iterate restarts from the best point, when fewer than 75% of the
+previous iterate, and at the checkpoints (22%, 41%, 57%, 70%, ... of the steps) the step size
+halves, and the iterate restarts from the best point, when fewer than 75% of the
 steps since the last checkpoint raised the objective, or when the step size was not reduced last time
 and the best value has not moved. For dense and regression tasks there is no misclassification flag:
 progress is judged by the attacked objective itself, per sample. Returns the best point found.

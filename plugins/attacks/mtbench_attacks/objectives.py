@@ -3,7 +3,8 @@
 The plain ones (``single``, ``sum``, ``mean``, ``weighted``) are fixed weighted sums. The adaptive
 ones judge each task by its progress r_i = L_i / L_i(start), so they keep the losses at the start
 of the attack: they are :class:`mtbench.AdaptiveObjective`, whose ``start(clean_losses)`` the
-evaluator calls before every batch is attacked (without it, the first call is taken as the start). Where the direction an adaptive objective pushes differs
+evaluator calls before every batch is attacked (without it, the first call is taken as the start).
+Where the direction an adaptive objective pushes differs
 from the value worth tracking, the value (what restarts and Auto-PGD compare) and the gradient are
 set separately: ``_value_with_gradient_of``.
 """

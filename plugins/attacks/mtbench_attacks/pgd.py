@@ -132,7 +132,9 @@ def fgsm(req: AttackRequest) -> AttackResult:
 
 
 ATTACKS = (
-    AttackSpec("pgd-linf", "linf", partial(pgd, norm="linf"), "projected gradient ascent, L-inf ball (Madry et al. 2018)"),
-    AttackSpec("pgd-l2", "l2", partial(pgd, norm="l2"), "projected gradient ascent, L2 ball, per-sample normalised steps"),
+    AttackSpec("pgd-linf", "linf", partial(pgd, norm="linf"),
+               "projected gradient ascent, L-inf ball (Madry et al. 2018)"),
+    AttackSpec("pgd-l2", "l2", partial(pgd, norm="l2"),
+               "projected gradient ascent, L2 ball, per-sample normalised steps"),
     AttackSpec("fgsm", "linf", fgsm, "fast gradient sign method: one L-inf step of size eps"),
 )
