@@ -10,14 +10,13 @@ from __future__ import annotations
 import argparse
 
 import torch
+from bench_pgd import best_of
 
 from mtbench.analysis import gradient_statistics, input_gradients
 from mtbench.evaluate import prepare_for_attack
 from mtbench.models import build_model
 from mtbench.plugins import get_plugins
 from mtbench.testing import fake_batch
-
-from bench_pgd import best_of
 
 TASKS = ["segment_semantic", "depth_zbuffer", "depth_euclidean", "normal", "edge_occlusion"]
 

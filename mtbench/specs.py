@@ -144,8 +144,8 @@ class TaskSpec:
     code: str
     channels: int
     domains: tuple[Domain, ...]
-    decode: Callable[[Mapping[str, "np.ndarray"]], tuple["np.ndarray", "np.ndarray"]]
-    loss: Callable[..., "torch.Tensor"]
+    decode: Callable[[Mapping[str, np.ndarray]], tuple[np.ndarray, np.ndarray]]
+    loss: Callable[..., torch.Tensor]
     metrics: tuple[MetricSpec, ...]
     error_metric: str
     classification: bool = False
@@ -166,8 +166,8 @@ class EncoderSpec:
     name: str
     out_channels: int
     stride: int
-    build: Callable[[], "nn.Module"]
-    build_decoder: Callable[[int], "nn.Module"]
+    build: Callable[[], nn.Module]
+    build_decoder: Callable[[int], nn.Module]
     """``build_decoder(task_channels)``: a head from the encoder's features to input resolution."""
     description: str = ""
 
@@ -176,10 +176,10 @@ class EncoderSpec:
 class AttackRequest:
     """Everything an attack needs; built by the evaluator, read by attack plugins."""
 
-    model: "nn.Module"
-    images: "torch.Tensor"
-    targets: Mapping[str, "torch.Tensor"]
-    masks: Mapping[str, "torch.Tensor"]
+    model: nn.Module
+    images: torch.Tensor
+    targets: Mapping[str, torch.Tensor]
+    masks: Mapping[str, torch.Tensor]
     tasks: Mapping[str, TaskSpec]
     attacked: tuple[str, ...]
     objective: Objective
@@ -187,7 +187,7 @@ class AttackRequest:
     eps: float
     steps: int
     step_size: float
-    generator: "torch.Generator"
+    generator: torch.Generator
     random_start: bool = False
     restarts: int = 1
     paper_compat: bool = False
@@ -203,8 +203,8 @@ class AttackResult:
     the special task ``"objective"`` holds the attacked objective.
     """
 
-    adversarial: "torch.Tensor"
-    trace: list[dict[str, dict[str, "torch.Tensor"]]] = field(default_factory=list)
+    adversarial: torch.Tensor
+    trace: list[dict[str, dict[str, torch.Tensor]]] = field(default_factory=list)
     info: Mapping[str, Any] = field(default_factory=dict)
     """Anything else worth storing; ``info["winner"]`` (per-sample member index) with
     ``info["members"]`` (their names) is stored as each member's share of samples won."""

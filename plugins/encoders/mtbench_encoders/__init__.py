@@ -8,7 +8,6 @@ import torchvision
 from torch import nn
 
 from mtbench import EncoderSpec, hookimpl
-
 from mtbench_encoders.decoders import UpsamplingDecoder
 from mtbench_encoders.xception import XceptionTaskonomySmall
 

@@ -1,7 +1,6 @@
 """Built-in mtbench plugin: the eleven Taskonomy tasks and the two Taskonomy-format datasets."""
 
 from mtbench import hookimpl
-
 from mtbench_tasks.datasets import DATASETS
 from mtbench_tasks.tasks import TASKS
 

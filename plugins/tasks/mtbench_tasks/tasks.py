@@ -12,7 +12,6 @@ import numpy as np
 
 from mtbench import MetricSpec, TaskSpec
 from mtbench.data import DOMAINS
-
 from mtbench_tasks import metrics as M
 
 DEPTH_VALID_BELOW = 64500  # raw euclidean depth; 65535 is sky / no depth
