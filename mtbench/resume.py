@@ -200,7 +200,8 @@ def _read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
     try:
         with safe_open(str(path), "pt") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not iterable, f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not iterable
+            return tensors, f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as exc:
         raise CorruptState(path, f"is not a readable safetensors file ({exc})") from None
 

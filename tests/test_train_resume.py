@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -87,7 +88,7 @@ def tiny(**change):
     """A fresh model, optimiser, scheduler and loader generator, as run_train builds them."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2))
-    opt, sched = make_optimizer({**CONFIG, **change}, model.parameters())
+    opt, sched = make_optimizer(SimpleNamespace(**{**CONFIG, **change}), model.parameters())
     return model, opt, sched, torch.Generator().manual_seed(0)
 
 
