@@ -138,16 +138,29 @@ class TrainConfig(Config):
         return f"train {self.encoder} [{'+'.join(self.codes)}] {self.weighting}"
 
 
-class AttackConfig(Config):
-    """Attack one trained model (``model``, a training trial id) and measure every task."""
+class OnModelConfig(Config):
+    """What a trial on one trained model (``model``, a training trial id) shares: the attack that
+    makes its adversarial points, the model's seed and data, and its batch size."""
 
-    kind: Literal["attack"] = "attack"
     model: str
     attack: str
     norm: str
     eps: float
     steps: int
     step_size: float
+    seed: int = seed("the model's seed: random starts")
+    data: DataConfig
+    batch_size: int = execution(16, "batch size: a sample's perturbation never depends on its batch")
+
+    @property
+    def parent(self) -> str | None:
+        return self.model
+
+
+class AttackConfig(OnModelConfig):
+    """Attack one trained model and measure every task."""
+
+    kind: Literal["attack"] = "attack"
     random_start: bool = False
     restarts: int = 1
     paper_compat: bool = False
@@ -155,39 +168,19 @@ class AttackConfig(Config):
     weights: dict[str, float] | None = None
     targets: tuple[str, ...]
     targets_codes: tuple[str, ...]
-    seed: int = seed("the model's seed: random starts")
-    data: DataConfig
-    batch_size: int = execution(16, "attack batch size: a sample's perturbation never depends on its batch")
     trace: bool = execution(True, "store every task's loss and error at every step")
     options: dict[str, Any] = added({}, "attack-specific settings")
     source_model: str | None = added(None, "transfer: the training trial that crafts the examples")
-
-    @property
-    def parent(self) -> str | None:
-        return self.model
 
     def label(self) -> str:
         return (f"attack {self.attack} eps={self.eps:.4g} steps={self.steps} on [{'+'.join(self.targets_codes)}]"
                 f" of {self.model[:8]}")
 
 
-class AnalysisConfig(Config):
+class AnalysisConfig(OnModelConfig):
     """Input-gradient statistics of one trained model, on clean and adversarial points."""
 
     kind: Literal["analysis"] = "analysis"
-    model: str
-    attack: str
-    norm: str
-    eps: float
-    steps: int
-    step_size: float
-    seed: int = seed("the model's seed")
-    data: DataConfig
-    batch_size: int = execution(16, "batch size of the gradient computations")
-
-    @property
-    def parent(self) -> str | None:
-        return self.model
 
     def label(self) -> str:
         return f"gradient analysis of {self.model[:8]} (adversarial points: {self.attack} eps={self.eps:.4g})"
