@@ -77,7 +77,7 @@ def gradient_statistics(grads: Mapping[str, torch.Tensor],
 def run_analysis(config: AnalysisConfig, trial_id: str, ctx: TrialContext) -> TrialResult:
     """Gradient statistics of the trial's model on the test split, clean and adversarial."""
     device = ctx.device
-    model = load_trained_model(ctx, config.model, device)
+    model = load_trained_model(ctx, config.model, device, config.epoch)
     weights = ctx.store.trial_config(config.model).weights
     fast, _ = prepare_for_attack(model)
     for p in fast.parameters():

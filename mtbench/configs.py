@@ -151,6 +151,9 @@ class OnModelConfig(Config):
     seed: int = seed("the model's seed: random starts")
     data: DataConfig
     batch_size: int = execution(16, "batch size: a sample's perturbation never depends on its batch")
+    loss_options: dict[str, dict[str, Any]] = added({}, "the model's training loss options (class weights...): "
+                                                        "the losses attacked and analysed are the losses trained")
+    epoch: int | None = added(None, "the model's snapshot at this epoch (None: the trained model)")
 
     @property
     def parent(self) -> str | None:

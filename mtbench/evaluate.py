@@ -22,7 +22,7 @@ from mtbench.context import TrialContext
 from mtbench.errors import MtbenchError
 from mtbench.fold import fold_batchnorm
 from mtbench.measure import SplitRecord, measure
-from mtbench.models import load_checkpoint
+from mtbench.models import load_checkpoint, snapshot_path, stored_snapshots
 from mtbench.results import MetricRow, Phase, SampleRow, TrialResult
 from mtbench.specs import AdaptiveObjective, AttackRequest, start_objective
 
@@ -37,13 +37,21 @@ def prepare_for_attack(model: nn.Module, images: torch.Tensor | None = None):
     return fast, None if images is None else images.contiguous(memory_format=torch.channels_last)
 
 
-def load_trained_model(ctx: TrialContext, train_trial: str, device: torch.device) -> nn.Module:
+def load_trained_model(ctx: TrialContext, train_trial: str, device: torch.device,
+                       epoch: int | None = None) -> nn.Module:
+    """The trained model of a training trial, or its weight snapshot at ``epoch`` (see ``snapshot_path``)."""
     row = ctx.store.model(train_trial)
     if row is None:
         raise MtbenchError(f"the model of training trial {train_trial} is not in the database; run its grid")
     path = Path(row["checkpoint"])
     path = path if path.is_absolute() else ctx.out / path  # relative to the results folder
-    return load_checkpoint(path, row["sha256"], ctx.plugins, device).eval()
+    if epoch is None or epoch == row["epochs"]:
+        return load_checkpoint(path, row["sha256"], ctx.plugins, device).eval()
+    snapshots = stored_snapshots(path)
+    if epoch not in snapshots:
+        raise MtbenchError(f"training trial {train_trial} kept no snapshot at epoch {epoch} (it has "
+                           f"{sorted(snapshots) or 'none'}); add {epoch} to train.snapshots and train it again")
+    return load_checkpoint(snapshot_path(path, epoch), snapshots[epoch], ctx.plugins, device).eval()
 
 
 def perturbation_norms(delta: torch.Tensor, norm: str) -> torch.Tensor:
@@ -54,8 +62,8 @@ def perturbation_norms(delta: torch.Tensor, norm: str) -> torch.Tensor:
 def run_attack(config: AttackConfig, trial_id: str, ctx: TrialContext) -> TrialResult:
     """Attack the trial's model (or a surrogate, for transfer) on the test split; measure every task."""
     device = ctx.device
-    model = load_trained_model(ctx, config.model, device)
-    source = load_trained_model(ctx, config.source_model, device) if config.source_model else model
+    model = load_trained_model(ctx, config.model, device, config.epoch)
+    source = load_trained_model(ctx, config.source_model, device, config.epoch) if config.source_model else model
     attack_model, _ = prepare_for_attack(source)  # once, not per batch; a surrogate for transfer attacks
     tasks = {t: ctx.plugins.tasks.get(t) for t in model.tasks}
     source_tasks = {t: ctx.plugins.tasks.get(t) for t in source.tasks}

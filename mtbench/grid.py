@@ -357,7 +357,8 @@ def _expand(g: GridModel, plugins: Plugins, path: Path = Path("grid")) -> tuple[
             trials.append(Trial(AnalysisConfig(
                 model=model.id, attack=a.attack, norm=plugins.attacks.get(a.attack).norm, eps=a.eps, steps=a.steps,
                 step_size=a.step_size if a.step_size is not None else a.eps / 4, seed=model.config.seed,
-                data=model.config.data, batch_size=a.batch_size or g.train.batch_size)))
+                data=model.config.data, batch_size=a.batch_size or g.train.batch_size,
+                loss_options=model.config.loss_options)))
     for i, a in enumerate(g.attack):
         if not made[i] and not problems:
             problems.append((f"{path.name}: attack[{i}]", f"gives no trial: its targets fit no model of [train] "
@@ -413,7 +414,7 @@ def _attack_configs(a: AttackSection, model: Trial, g: GridModel,
                 restarts=a.restarts, paper_compat=a.paper_compat, objective=a.objective, weights=weights,
                 targets=targets, targets_codes=[plugins.tasks.get(t).code for t in targets],
                 seed=model.config.seed, data=model.config.data, batch_size=a.batch_size or g.train.batch_size,
-                trace=a.trace, options=a.options))
+                trace=a.trace, options=a.options, loss_options=model.config.loss_options))
     return out, refusals
 
 

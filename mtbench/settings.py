@@ -119,6 +119,10 @@ class DataSection(Section):
     test_buildings: Buildings | None = Field(None, description="taskonomy: buildings of the test split")
     synth_size: int | None = Field(None, ge=8, le=MAX_IMAGE,
                                    description="synthetic: render at this size (default image_size)")
+    point_split: int | None = Field(None, ge=1, le=MAX_SAMPLES, json_schema_extra={"added": True},
+                                    description="taskonomy: split the points of one building instead of "
+                                                "buildings: point id < this is train, the rest test (the "
+                                                "original code's split)")
 
 
 Weighting = Literal["uniform", "sum", "optimal"] | dict[str, Weight]
