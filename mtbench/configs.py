@@ -117,13 +117,19 @@ class TrainConfig(Config):
     encoder: str
     tasks: tuple[str, ...]
     codes: tuple[str, ...]
-    weighting: str = Field(description="uniform, sum, optimal or explicit")
+    weighting: str = Field(description="uniform, sum, optimal, main-aux or explicit")
     weights: dict[str, float]
     epochs: int
     batch_size: int
     lr: float
     optimizer: str
     lr_milestones: tuple[float, ...]
+    momentum: float | None = added(None, "sgd's momentum; None with sgd: trained before momentum was a key, "
+                                         "with momentum 0.9 and weight decay 1e-4")
+    weight_decay: float = added(0.0, "L2 weight decay")
+    lr_drop_epochs: tuple[int, ...] = added((), "the epochs after which the lr drops x0.1 (instead of lr_milestones)")
+    schedule: str | None = added(None, "the named recipe (mtbench.recipes) the optimiser settings come from")
+    snapshots: tuple[int, ...] = execution((), "epochs whose weights are kept besides the trained model's")
     seed: int = seed("training seed: weight init and data order")
     data: DataConfig
     amp: bool = False
@@ -159,6 +165,10 @@ class OnModelConfig(Config):
     def parent(self) -> str | None:
         return self.model
 
+    def of_model(self) -> str:
+        """The model, in labels: its trial id's start, and the snapshot's epoch."""
+        return self.model[:8] + (f" at epoch {self.epoch}" if self.epoch is not None else "")
+
 
 class AttackConfig(OnModelConfig):
     """Attack one trained model and measure every task."""
@@ -177,7 +187,7 @@ class AttackConfig(OnModelConfig):
 
     def label(self) -> str:
         return (f"attack {self.attack} eps={self.eps:.4g} steps={self.steps} on [{'+'.join(self.targets_codes)}]"
-                f" of {self.model[:8]}")
+                f" of {self.of_model()}")
 
 
 class AnalysisConfig(OnModelConfig):
@@ -186,7 +196,7 @@ class AnalysisConfig(OnModelConfig):
     kind: Literal["analysis"] = "analysis"
 
     def label(self) -> str:
-        return f"gradient analysis of {self.model[:8]} (adversarial points: {self.attack} eps={self.eps:.4g})"
+        return f"gradient analysis of {self.of_model()} (adversarial points: {self.attack} eps={self.eps:.4g})"
 
 
 class AdviceConfig(Config):

@@ -23,7 +23,16 @@ from mtbench.configs import AnalysisConfig, AttackConfig, DataConfig, TrainConfi
 from mtbench.defaults import DEFAULT_DATASET, DEFAULT_OBJECTIVE, PAPER_ATTACK, WEIGHTED_OBJECTIVE
 from mtbench.errors import ConfigError, MtbenchError
 from mtbench.plugins import Plugins
-from mtbench.settings import MAX_GRID_BYTES, AttackSection, GridModel, SourceModel, Weighting
+from mtbench.recipes import OPTIMAL_WEIGHTS, SCHEDULES, optimal_weight
+from mtbench.settings import (
+    MAX_GRID_BYTES,
+    SCHEDULE_KEYS,
+    AttackSection,
+    GridModel,
+    SourceModel,
+    TrainSection,
+    Weighting,
+)
 
 
 @dataclass(frozen=True)
@@ -179,9 +188,40 @@ def check_settings(g: GridModel, plugins: Plugins, path: Path = Path("grid")) ->
             if accepted is not None and option not in accepted:
                 add(f"train.loss_options.{key}.{option}", f"the loss of task {task.name!r} has no option "
                                                           f"{option!r} (it takes: {', '.join(accepted) or 'none'})")
+    for i, w in enumerate(g.train.weighting):
+        for tasks in task_sets if w == "optimal" else []:
+            if len(tasks) > 1 and _optimal_pair(tasks, plugins) is None:
+                add(f"train.weighting[{i}]", _not_in_table(tasks, plugins))
+    problems += [(f"{path.name}: {key}", msg) for key, msg in _schedule_problems(g)]
     buildings = [f"{split}_buildings" for split in ("train", "val", "test") if getattr(g.data, f"{split}_buildings")]
     if g.data.split_file and buildings:
         add("data.split_file", f"give split_file or {', '.join(buildings)}, not both")
+    if g.data.point_split is not None:  # one building's points split by id: only the taskonomy layout has ids
+        named = sorted({b for key in buildings for b in getattr(g.data, key)})
+        if g.data.dataset != "taskonomy":
+            add("data.point_split", f"splits the points of one building of the taskonomy dataset; dataset "
+                                    f"{g.data.dataset!r} has its own splits: remove point_split")
+        elif g.data.split_file or not g.data.train_buildings or len(named) != 1:
+            add("data.point_split", f"splits the points of one building: give exactly one in train_buildings "
+                                    f"(and no split_file); found {named or 'none'}")
+    return problems
+
+
+def _schedule_problems(g: GridModel) -> list[tuple[str, str]]:
+    """A named schedule against the keys it sets; the lr drops; snapshots against the epochs attacked."""
+    t, given = g.train, g.train.model_fields_set
+    problems = [(f"train.{key}", f"set by train.schedule {t.schedule!r}; give one of them")
+                for key in SCHEDULE_KEYS if t.schedule and key in given]
+    if not t.schedule and {"lr_milestones", "lr_drop_epochs"} <= given:
+        problems.append(("train.lr_drop_epochs", "give lr_drop_epochs (epochs) or lr_milestones (fractions), not both"))
+    if not t.schedule and t.optimizer != "sgd" and t.momentum is not None:
+        problems.append(("train.momentum", f"momentum is sgd's; the optimizer is {t.optimizer!r}"))
+    problems += [("train.snapshots", f"{e} is not before the last epoch ({t.epochs}); the trained model is kept "
+                                     "anyway") for e in t.snapshots if e >= t.epochs]
+    kept = [*t.snapshots, t.epochs]
+    for i, a in enumerate(g.attack):
+        problems += [(f"attack[{i}].epochs", f"the models keep no snapshot at epoch {e}: add {e} to train.snapshots "
+                                              f"(they keep epochs {kept})") for e in a.epochs or [] if e not in kept]
     return problems
 
 
@@ -309,16 +349,49 @@ def task_set_names(task_set: str | list[str], plugins: Plugins) -> list[str]:
 
 def train_weights(weighting: Weighting, tasks: list[str], aux_weight: float,
                   plugins: Plugins) -> tuple[str, dict[str, float]]:
-    """Loss weights per task and a label: uniform (the mean), sum, optimal (first task is the main
-    task at 1, the others at ``aux_weight``) or explicit."""
-    if weighting == "uniform":
+    """Loss weights per task and a label: uniform (the mean), sum, optimal (Appendix B's table, see
+    ``mtbench.recipes``), main-aux (the first task is the main task at 1, the others at ``aux_weight``)
+    or explicit. For one task, optimal and main-aux are the uniform model."""
+    if weighting == "uniform" or (weighting in ("optimal", "main-aux") and len(tasks) == 1):
         return "uniform", {t: 1.0 / len(tasks) for t in tasks}
     if weighting == "sum":
         return "sum", {t: 1.0 for t in tasks}
     if weighting == "optimal":
-        return "optimal", {t: (1.0 if i == 0 else aux_weight) for i, t in enumerate(tasks)}
+        weight = _optimal_pair(tasks, plugins)
+        if weight is None:
+            raise ConfigError([("train.weighting", _not_in_table(tasks, plugins))])
+        return "optimal", {tasks[0]: 1.0, tasks[1]: weight}
+    if weighting == "main-aux":
+        return "main-aux", {t: (1.0 if i == 0 else aux_weight) for i, t in enumerate(tasks)}
     explicit = {plugins.tasks.resolve(k): float(v) for k, v in weighting.items()}
     return "explicit", {t: explicit.get(t, 0.0) for t in tasks}
+
+
+def _optimal_pair(tasks: list[str], plugins: Plugins) -> float | None:
+    """The auxiliary weight of a (main, auxiliary) pair in Appendix B's table; None for other task sets."""
+    return optimal_weight(*(plugins.tasks.get(t).code for t in tasks)) if len(tasks) == 2 else None
+
+
+def _not_in_table(tasks: list[str], plugins: Plugins) -> str:
+    codes = [plugins.tasks.get(t).code for t in tasks]
+    example = ", ".join(f"{c} = {1 if i == 0 else 0.1}" for i, c in enumerate(codes))
+    return (f"'optimal' has Appendix B's weights only for pairs of {', '.join(OPTIMAL_WEIGHTS)} (main task first); "
+            f"task set {''.join(codes)!r} is not one: give explicit weights such as {{{example}}}, or 'main-aux' "
+            "with train.aux_weight")
+
+
+def optimizer_settings(t: TrainSection) -> dict[str, Any]:
+    """The optimiser fields of a training trial: a named schedule's, or the keys' with their defaults."""
+    if t.schedule is not None:
+        recipe = SCHEDULES[t.schedule]
+        return {"optimizer": recipe.optimizer, "lr": recipe.lr, "momentum": recipe.momentum,
+                "weight_decay": recipe.weight_decay, "lr_milestones": (), "lr_drop_epochs": recipe.lr_drop_epochs,
+                "schedule": t.schedule}
+    sgd = t.optimizer == "sgd"
+    momentum = (0.9 if t.momentum is None else t.momentum) if sgd else None
+    return {"optimizer": t.optimizer, "lr": t.lr, "momentum": momentum,
+            "weight_decay": (1e-4 if sgd else 0.0) if t.weight_decay is None else t.weight_decay,
+            "lr_milestones": () if t.lr_drop_epochs else t.lr_milestones, "lr_drop_epochs": t.lr_drop_epochs or ()}
 
 
 def expand(g: GridModel, plugins: Plugins) -> list[Trial]:
@@ -380,13 +453,10 @@ def _train_configs(g: GridModel, data: DataConfig, plugins: Plugins) -> list[Tra
                                                                  g.train.weighting, g.train.seeds or [g.run.seed]):
         tasks = task_set_names(task_set, plugins)
         label, weights = train_weights(weighting, tasks, g.train.aux_weight, plugins)
-        if label == "optimal" and len(tasks) == 1:
-            label = "uniform"  # one task: every weighting is the same model
         configs.append(TrainConfig(
             encoder=encoder, tasks=tasks, codes=[plugins.tasks.get(t).code for t in tasks], weighting=label,
-            weights=weights, epochs=g.train.epochs, batch_size=g.train.batch_size, lr=g.train.lr,
-            optimizer=g.train.optimizer, lr_milestones=g.train.lr_milestones, seed=seed, data=data,
-            amp=g.train.amp, channels_last=g.train.channels_last,
+            weights=weights, epochs=g.train.epochs, batch_size=g.train.batch_size, **optimizer_settings(g.train),
+            snapshots=g.train.snapshots, seed=seed, data=data, amp=g.train.amp, channels_last=g.train.channels_last,
             loss_options={plugins.tasks.resolve(k): v for k, v in sorted(g.train.loss_options.items())
                           if plugins.tasks.resolve(k) in tasks}))
     return configs
@@ -407,14 +477,16 @@ def _attack_configs(a: AttackSection, model: Trial, g: GridModel,
         if refused:
             refusals.append(refused)
             continue
-        for eps, steps in itertools.product(a.eps, a.steps if isinstance(a.steps, list) else [a.steps]):
+        for eps, steps, epoch in itertools.product(a.eps, a.steps if isinstance(a.steps, list) else [a.steps],
+                                                   a.epochs or [None]):
             out.append(AttackConfig(
                 model=model.id, attack=a.name, norm=spec.norm, eps=eps, steps=steps,
                 step_size=a.step_size if a.step_size is not None else eps / 4, random_start=a.random_start,
                 restarts=a.restarts, paper_compat=a.paper_compat, objective=a.objective, weights=weights,
                 targets=targets, targets_codes=[plugins.tasks.get(t).code for t in targets],
                 seed=model.config.seed, data=model.config.data, batch_size=a.batch_size or g.train.batch_size,
-                trace=a.trace, options=a.options, loss_options=model.config.loss_options))
+                trace=a.trace, options=a.options, loss_options=model.config.loss_options,
+                epoch=None if epoch == model.config.epochs else epoch))  # the last epoch is the trained model
     return out, refusals
 
 
@@ -436,8 +508,6 @@ def source_model(source: SourceModel, model: Trial, models: list[Trial], g: Grid
     if weighting == "explicit":
         weighting = cfg.weights
     label, _ = train_weights(weighting, tasks, g.train.aux_weight, plugins)
-    if label == "optimal" and len(tasks) == 1:
-        label = "uniform"
     encoder = source.encoder or cfg.encoder
     for m in models:
         c = m.config

@@ -63,7 +63,7 @@ def _unique(values: list) -> list:
 
 def _increasing(values: list[float]) -> list[float]:
     if any(b <= a for a, b in zip(values, values[1:])):
-        raise ValueError(f"expected increasing fractions, got {values}")
+        raise ValueError(f"expected increasing values, got {values}")
     return values
 
 
@@ -125,7 +125,13 @@ class DataSection(Section):
                                                 "original code's split)")
 
 
-Weighting = Literal["uniform", "sum", "optimal"] | dict[str, Weight]
+Weighting = Literal["uniform", "sum", "optimal", "main-aux"] | dict[str, Weight]
+Schedules = Literal["appendix-b", "mtrobust", "as-coded"]
+Epochs = Annotated[int, Field(ge=1, le=MAX_EPOCHS)]
+EpochList = Annotated[list[Epochs], Field(max_length=MAX_LIST), AfterValidator(_unique),
+                      AfterValidator(_increasing)]
+SCHEDULE_KEYS = ("optimizer", "lr", "momentum", "weight_decay", "lr_milestones", "lr_drop_epochs")
+"""The keys a named schedule sets."""
 
 
 class TrainSection(Section):
@@ -135,18 +141,26 @@ class TrainSection(Section):
                                                          "([\"segment_semantic\", \"depth_zbuffer\"]); "
                                                          "the first task is the main task")
     weighting: list[Weighting] = Field(default_factory=lambda: ["uniform"], min_length=1, max_length=MAX_LIST,
-                                       description="uniform (mean of the losses), sum, optimal (main 1, "
+                                       description="uniform (mean of the losses), sum, optimal (Appendix B's "
+                                                   "weights per pair of s, d, D, n, E), main-aux (main 1, "
                                                    "auxiliaries aux_weight) or explicit {s = 1, d = 0.5}")
-    aux_weight: float = Field(0.1, gt=0, le=1000,
-                              description="auxiliary weight of 'optimal' (the paper: 0.01 or 0.1)")
+    aux_weight: float = Field(0.1, gt=0, le=1000, description="auxiliary weight of 'main-aux'")
     epochs: int = Field(2, ge=1, le=MAX_EPOCHS, description="training epochs")
     batch_size: int = Field(16, ge=1, le=MAX_BATCH, description="training batch size")
+    schedule: Schedules | None = Field(None, description="a named recipe that sets optimizer, lr, momentum, "
+                                       "weight_decay and the lr drops: appendix-b (the paper's text), mtrobust "
+                                       "(MTRobust's code as it runs) or as-coded (the paper's code); docs/presets.md")
     lr: float = Field(1e-3, gt=0, le=10, description="initial learning rate")
-    optimizer: Literal["adam", "sgd"] = Field("adam", description="adam (the code) or sgd (the paper: momentum "
-                                                                  "0.9, weight decay 1e-4)")
+    optimizer: Literal["adam", "sgd"] = Field("adam", description="adam or sgd (with momentum and weight_decay)")
+    momentum: float | None = Field(None, ge=0, lt=1, description="sgd's momentum (default 0.9)")
+    weight_decay: float | None = Field(None, ge=0, le=1, description="L2 weight decay (default: sgd 1e-4, adam 0)")
     lr_milestones: Annotated[list[Annotated[float, Field(gt=0, lt=1)]], AfterValidator(_increasing)] = Field(
         max_length=100,
         default_factory=lambda: [0.8, 0.93], description="increasing fractions of the epochs where the lr drops x0.1")
+    lr_drop_epochs: EpochList | None = Field(None, description="instead of lr_milestones: the epochs after which "
+                                             "the lr drops x0.1 (e.g. [100, 120, 140])")
+    snapshots: EpochList = Field(default_factory=list, description="also keep the weights at these epochs, for "
+                                 "attack.epochs (how the work runs: not part of the training trial's id)")
     seeds: Seeds | None = Field(None, description="train every model once per seed (default: run.seed)")
     amp: bool = Field(False, description="mixed precision on CUDA")
     channels_last: bool = Field(False, description="channels-last memory layout for training")
@@ -185,6 +199,8 @@ class AttackSection(Section):
                                     "{members = [\"pgd-linf\", \"apgd-linf\"]} for ensemble-linf")
     source: SourceModel | None = Field(None, description="transfer: craft the examples on this other model of "
                                        "the grid and evaluate them on each model, e.g. {encoder = \"resnet18\"}")
+    epochs: EpochList | None = Field(None, description="attack the models at these epochs: train.snapshots, or "
+                                     "train.epochs for the trained model (default: the trained model)")
 
 
 class AnalysisSection(Section):

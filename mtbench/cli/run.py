@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from mtbench.storage import Store
 
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="print the expanded trials and stop")]
+PlanFormatOpt = Annotated[str, typer.Option("--format", callback=choice("table", "json"),
+                                            help="--dry-run's output: table, or json (every trial's resolved "
+                                                 "configuration, for scripts)")]
 WorkersOpt = Annotated[int, typer.Option(min=1, max=1024, help="worker processes on this machine, each claiming "
                                          "trials from the database (this one included); with --executor, jobs")]
 ExecutorOpt = Annotated[Optional[str], typer.Option(callback=choice("slurm", "local"),
@@ -27,7 +30,8 @@ ExecutorOpt = Annotated[Optional[str], typer.Option(callback=choice("slurm", "lo
 
 
 def run(grid: Annotated[Path, typer.Argument(help="grid file (TOML)")], out: OutOpt = Path("results"),
-        db: DbOpt = None, dry_run: DryRunOpt = False, workers: WorkersOpt = 1, executor: ExecutorOpt = None) -> None:
+        db: DbOpt = None, dry_run: DryRunOpt = False, workers: WorkersOpt = 1, executor: ExecutorOpt = None,
+        plan_format: PlanFormatOpt = "table") -> None:
     """Train and attack every trial of a grid; skip trials already done."""
     from mtbench.grid import load_grid
     from mtbench.plugins import get_plugins
@@ -35,11 +39,14 @@ def run(grid: Annotated[Path, typer.Argument(help="grid file (TOML)")], out: Out
     plugins = get_plugins()
     g = load_grid(grid, plugins)  # validates everything before any work or any write
     if dry_run:
-        return _print_plan(g, store(out, db, missing_ok=True))
+        opened = store(out, db, missing_ok=True)
+        _check_snapshots(g, opened, out)
+        return _print_plan_json(g, opened) if plan_format == "json" else _print_plan(g, opened)
     from mtbench.runner import check_data
 
     check_data(g, plugins)  # the data folders named by the grid: on this machine, and safe to write
     results = writable_store(out, db)
+    _check_snapshots(g, results, out)
     if executor is not None:
         return _submit(executor, grid, g, out, db, workers)
     from mtbench.workers import run_with_helpers
@@ -69,6 +76,26 @@ def _print_plan(g: Grid, opened: Store | None) -> None:
     console.print(table)
     done = sum(1 for t in g.trials if statuses.get(t.id) == "done")
     console.print(f"{done} of {len(g.trials)} trials already done; {len(g.trials) - done} to run")
+
+
+def _print_plan_json(g: Grid, opened: Store | None) -> None:
+    """--dry-run --format json: every trial's id, setting id, status and fully resolved configuration."""
+    import json
+
+    statuses = opened.statuses(t.id for t in g.trials) if opened else {}
+    plan = [{"id": t.id, "setting_id": t.config.setting_id, "kind": str(t.kind), "label": t.label(),
+             "needs": t.parent, "status": statuses.get(t.id, "new"), "config": t.config.record()} for t in g.trials]
+    print(json.dumps({"grid": str(g.path), "name": g.settings.run.name, "trials": plan}, indent=1))
+
+
+def _check_snapshots(g: Grid, opened: Store | None, out: Path) -> None:
+    """Refuse, before any work, attacks on snapshots that models already stored did not keep."""
+    from mtbench.errors import ConfigError
+    from mtbench.snapshots import missing_snapshots
+
+    problems = missing_snapshots(g, opened, out) if opened else []
+    if problems:
+        raise ConfigError(problems)
 
 
 def _submit(executor: str, grid: Path, g: Grid, out: Path, db: str | None, workers: int) -> None:
