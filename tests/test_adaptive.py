@@ -70,7 +70,8 @@ def test_new_attacks_pass_the_contract(plugins, name):
     check_attack(plugins.attacks.get(name))
 
 
-@pytest.mark.parametrize("objective", ["relative", "gradnorm-progress", "gradnorm-lagging", "balanced", "cyclic"])
+@pytest.mark.parametrize("objective", ["relative", "wgd-original", "gradnorm-progress", "gradnorm-lagging", "balanced",
+                                       "cyclic"])
 def test_objectives_work_inside_pgd_and_apgd(plugins, objective):
     model = tiny_model(TASKS, plugins)
     from mtbench.testing import fake_batch

@@ -4,6 +4,8 @@ The plain ones (``single``, ``sum``, ``mean``, ``weighted``) are fixed weighted 
 ones judge each task by its progress r_i = L_i / L_i(start), so they keep the losses at the start
 of the attack: they are :class:`mtbench.AdaptiveObjective`, whose ``start(clean_losses)`` the
 evaluator calls before every batch is attacked (without it, the first call is taken as the start).
+``wgd-original`` is the exception that reproduces the original code: its start is the attack's first
+gradient step, one number per task for the whole batch.
 Where the direction an adaptive objective pushes differs
 from the value worth tracking, the value (what restarts and Auto-PGD compare) and the gradient are
 set separately: ``_value_with_gradient_of``.
@@ -68,10 +70,38 @@ class ProgressObjective(AdaptiveObjective):
 
 
 class Relative(ProgressObjective):
-    """The paper's WGD as coded: sum over tasks of L_i / L_i(start)."""
+    """Sum over tasks of L_i / L_i(start), per sample: each sample's loss divided by its own loss at
+    ``start`` (the clean loss, in a trial). Not the original code's WGD, which divides by one number per
+    task for the whole batch, taken at its x + eps start: that is :class:`WgdOriginal`."""
 
     def __call__(self, losses):
         return sum(self.ratios(losses).values())
+
+
+class WgdOriginal(AdaptiveObjective):
+    """WGD as the original code computes it (``RELATIVE_WEIGHT`` in yamizi/taskaugment's
+    MTVulnerability/utils/art/attacks/mtask_attack.py): the first gradient step ascends the plain sum of
+    the attacked losses and records each task's loss B_i over the whole batch at that point (the
+    original's batch-mean loss, a number without gradient); every later call returns
+    sum_i L_i / B_i per sample. ``start`` forgets B, so the next gradient call records it again, at the
+    attack's own start (x + eps under ``paper_compat``), never at the clean point. Calls without
+    gradients before that (checks, traces) return the plain sum. Unlike the per-sample objectives, a
+    sample's value after the first step depends on the batch it came in: so did the original's."""
+
+    def __init__(self, attacked: tuple[str, ...]):
+        self.attacked = attacked
+        self.base: dict[str, torch.Tensor] | None = None
+
+    def start(self, losses: Mapping[str, torch.Tensor]) -> None:
+        self.base = None
+
+    def __call__(self, losses):
+        if self.base is None:
+            total = sum(losses[t] for t in self.attacked)
+            if torch.is_grad_enabled() and total.requires_grad:
+                self.base = {t: losses[t].detach().mean().clamp_min(ProgressObjective.floor) for t in self.attacked}
+            return total
+        return sum(losses[t] / self.base[t] for t in self.attacked)
 
 
 class GradNorm(ProgressObjective):
@@ -127,7 +157,10 @@ OBJECTIVES = (
     ObjectiveSpec("mean", make_mean, description="mean of the attacked tasks' losses"),
     ObjectiveSpec("weighted", make_weighted, description="sum of the attacked tasks' losses times explicit weights"),
     ObjectiveSpec("relative", lambda attacked, weights=None: Relative(attacked),
-                  description="WGD as in the paper's code: sum of L_i / L_i(start)"),
+                  description="per sample, sum of L_i / L_i(clean): each sample's loss over its own clean loss"),
+    ObjectiveSpec("wgd-original", lambda attacked, weights=None: WgdOriginal(attacked),
+                  description="WGD as the original code computes it: first step the plain sum; then sum of "
+                              "L_i / B_i, B_i task i's loss averaged over the batch at the attack's first step"),
     ObjectiveSpec("gradnorm-progress", lambda attacked, weights=None: GradNorm(attacked, "progress"),
                   description="re-weight tasks by progress r_i = L_i / L_i(start): w_i proportional to r_i"),
     ObjectiveSpec("gradnorm-lagging", lambda attacked, weights=None: GradNorm(attacked, "lagging"),

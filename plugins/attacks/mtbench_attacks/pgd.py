@@ -2,10 +2,13 @@
 
 Per sample: random start inside the ball, steepest-ascent step for the norm, projection onto the
 eps-ball and the [0, 1] box. Losses are summed over the batch before the gradient, so a sample's
-perturbation never depends on the other samples. ``paper_compat`` reproduces the original code's
-slips so their effect can be measured: the "random" start at x + eps, and an L2 attack that
-normalises over the whole batch, keeps delta on the sphere, steps without normalising and never
-clips to the image range.
+perturbation never depends on the other samples.
+
+``paper_compat`` swaps in the original attack (``PGD_attack_mtask`` in yamizi/taskaugment,
+MTVulnerability/utils/art/attacks/mtask_attack.py, the one its experiments/attacks/adv_attack.py
+runs), slips included, so that their effect can be measured. It changes the start point, the loss
+reduction and the L2 step rule; the loop is the same. See :func:`paper_start` and
+:func:`paper_l2_step` for the rule in the original's units and its derivation in ours.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ def random_start(x: torch.Tensor, eps: float, norm: str, gen: torch.Generator) -
 
 
 def ascent_step(grad: torch.Tensor, norm: str, paper_compat: bool) -> torch.Tensor:
+    """The direction to add, times the step length: the sign for L-inf, the unit gradient for L2."""
     if norm == "linf":
         return grad.sign()
     if paper_compat:
@@ -44,8 +48,36 @@ def ascent_step(grad: torch.Tensor, norm: str, paper_compat: bool) -> torch.Tens
     return grad / _per_sample_norm(grad).clamp_min(1e-12)
 
 
+def paper_start(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """The original's start, for L-inf and L2 alike and whatever ``random_start`` says: min(1, x + eps) - x.
+
+    In the original's [-1, 1] units u = 2x - 1, with eps_u = 2 eps, it draws noise in [-eps_u, eps_u] and
+    clamps u + noise with ``clamp_tensor(image, upper, lower)`` called as ``(u + noise, lower, upper)``:
+    min(u + noise, lower) is at most lower <= upper, so max(., upper) = upper = min(1, u + eps_u) for
+    every draw. Back in [0, 1]: (min(1, u + eps_u) + 1) / 2 = min(1, x + eps).
+    """
+    return (x + eps).clamp(max=1.0) - x
+
+
+def step_length(req: AttackRequest, norm: str) -> float:
+    """The factor in front of :func:`ascent_step`: the request's step size, except the original L2 rule.
+
+    The original L2 step, in [-1, 1] units with the batch-mean loss L and eps_u = 2 eps, delta_u = 2 delta:
+    d_u = delta_u + eps_u * dL/du, then delta_u <- eps_u * d_u / ||d_u|| with the norm over the whole
+    batch, no clip to the image range, and the step size never used. As u = 2x - 1, dL/du = (dL/dx) / 2,
+    so d_u = 2 delta + eps * dL/dx = 2 d with d = delta + (eps / 2) * dL/dx, and the rescaling is the
+    same in either unit: delta <- eps * d / ||d||. Hence a step of eps / 2 times the raw gradient in [0, 1]
+    units, then :func:`project`'s batch-wide sphere. The L-inf rule needs no change: the sign of dL/du is
+    the sign of dL/dx, and halving u's step, bounds and box gives x's alpha, eps and [0, 1].
+    """
+    if req.paper_compat and norm == "l2":
+        return float(req.eps) / 2
+    return float(req.step_size)
+
+
 def project(x: torch.Tensor, delta: torch.Tensor, eps: float, norm: str, paper_compat: bool) -> torch.Tensor:
-    """Onto the eps-ball of the norm, then so that x + delta stays in [0, 1]."""
+    """Onto the eps-ball of the norm, then so that x + delta stays in [0, 1]; the original L2 attack
+    instead rescales the whole batch's delta onto the eps-sphere and never clips."""
     if norm == "linf":
         delta = delta.clamp(-eps, eps)
     elif paper_compat:  # batch-wide norm, onto the sphere, no image-range clip
@@ -71,14 +103,19 @@ def frozen_eval(model: torch.nn.Module):
         model.train(was_training)
 
 
-def evaluate_point(req: AttackRequest, x_adv: torch.Tensor, with_grad: bool):
-    """Per-sample losses of every task, the objective and (optionally) its input gradient."""
+def evaluate_point(req: AttackRequest, x_adv: torch.Tensor, with_grad: bool, batch_mean: bool = False):
+    """Per-sample losses of every task, the objective and (optionally) its input gradient: of the sum over
+    the batch, or of the batch mean (the original's reduction, which scales an unnormalised L2 step)."""
     x_adv = x_adv.detach().requires_grad_(with_grad)
     with torch.set_grad_enabled(with_grad):
         outputs = req.model(x_adv)
         losses = {t: spec.loss(outputs[t], req.targets[t], req.masks[t]) for t, spec in req.tasks.items()}
         objective = req.objective(losses)
-    grad = torch.autograd.grad(objective.sum(), x_adv)[0] if with_grad else None
+    if with_grad:
+        total = objective.mean() if batch_mean else objective.sum()
+        grad = torch.autograd.grad(total, x_adv)[0]
+    else:
+        grad = None
     return outputs, losses, objective.detach(), grad
 
 
@@ -91,23 +128,29 @@ def trace_point(req: AttackRequest, outputs, losses, objective) -> dict[str, dic
     return point
 
 
+def start_delta(req: AttackRequest, x: torch.Tensor, norm: str) -> torch.Tensor:
+    """Where a run begins: the original's fixed start, a random point of the ball, or x itself."""
+    eps = float(req.eps)
+    if req.paper_compat:
+        return paper_start(x, eps)
+    if req.random_start and eps > 0:
+        return project(x, random_start(x, eps, norm, req.generator), eps, norm, False)
+    return torch.zeros_like(x)
+
+
 def pgd(req: AttackRequest, norm: str) -> AttackResult:
     x = req.images.detach()
-    eps, alpha = float(req.eps), float(req.step_size)
+    eps, alpha = float(req.eps), step_length(req, norm)
     best = x.clone()
     best_obj = torch.full((x.shape[0],), -math.inf, device=x.device)
     trace: list[dict] = []
     with frozen_eval(req.model):
         for restart in range(max(1, req.restarts)):
-            if req.paper_compat and req.random_start:
-                delta = project(x, torch.full_like(x, eps), eps, norm, True)  # the bounds-swap bug: x + eps
-            elif req.random_start and eps > 0:
-                delta = project(x, random_start(x, eps, norm, req.generator), eps, norm, req.paper_compat)
-            else:
-                delta = torch.zeros_like(x)
+            delta = start_delta(req, x, norm)
             run_trace = []
             for _ in range(req.steps):
-                outputs, losses, objective, grad = evaluate_point(req, x + delta, with_grad=True)
+                outputs, losses, objective, grad = evaluate_point(req, x + delta, with_grad=True,
+                                                                  batch_mean=req.paper_compat)
                 if req.trace:
                     run_trace.append(trace_point(req, outputs, losses, objective))
                 delta = project(x, delta + alpha * ascent_step(grad, norm, req.paper_compat), eps, norm,
