@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -79,8 +81,12 @@ def test_checkpoint_round_trip_and_refusals(plugins, tmp_path):
 
 
 def test_models_info_command():
+    """At the paper's 256 px the command prints the upstream Xception's size and cost (tests/data) beside
+    the paper's 4.33 M."""
     from helpers import run_cli
 
-    result = run_cli("models", "info", "xception", "dD", "--size", "64")
+    upstream = json.loads((Path(__file__).parent / "data" / "xception_upstream_layers.json").read_text())
+    result = run_cli("models", "info", "xception", "dD", "--size", "256")
     assert result.returncode == 0, result.stderr
-    assert "4.31" in result.stdout and "4.33" in result.stdout
+    for figure in (f"{upstream['parameters'] / 1e6:.2f}", f"{upstream['macs_256'] / 1e9:.2f}", "4.33"):
+        assert f" {figure} " in result.stdout, (figure, result.stdout)

@@ -8,8 +8,8 @@ import torchvision
 from torch import nn
 
 from mtbench import EncoderSpec, hookimpl
-from mtbench_encoders.decoders import UpsamplingDecoder
-from mtbench_encoders.xception import XceptionTaskonomySmall
+from mtbench_encoders.decoders import ResNetDecoder
+from mtbench_encoders.xception import XceptionDecoder, XceptionTaskonomySmall
 
 
 def resnet_trunk(name: str) -> nn.Module:
@@ -18,19 +18,24 @@ def resnet_trunk(name: str) -> nn.Module:
     return nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4)
 
 
-def _spec(name: str, channels: int, stride: int, build, description: str) -> EncoderSpec:
+def _resnet(name: str, channels: int, description: str) -> EncoderSpec:
+    """A torchvision ResNet trunk (stride 32) with MTRobust's decoder."""
     return EncoderSpec(
-        name=name, out_channels=channels, stride=stride, build=build,
-        build_decoder=partial(UpsamplingDecoder, channels, stride=stride), description=description,
+        name=name, out_channels=channels, stride=32, build=partial(resnet_trunk, name),
+        build_decoder=partial(ResNetDecoder, channels, stride=32), description=description,
     )
 
 
 ENCODERS = (
-    _spec("resnet18", 512, 32, partial(resnet_trunk, "resnet18"), "ResNet-18 (He et al. 2016), no pretraining"),
-    _spec("resnet50", 2048, 32, partial(resnet_trunk, "resnet50"), "ResNet-50, no pretraining"),
-    _spec("resnet152", 2048, 32, partial(resnet_trunk, "resnet152"), "ResNet-152, no pretraining"),
-    _spec("wide_resnet50_2", 2048, 32, partial(resnet_trunk, "wide_resnet50_2"), "Wide ResNet-50-2, no pretraining"),
-    _spec("xception", 512, 16, XceptionTaskonomySmall, "small Taskonomy Xception (stride 16)"),
+    _resnet("resnet18", 512, "ResNet-18 (He et al. 2016), no pretraining"),
+    _resnet("resnet50", 2048, "ResNet-50, no pretraining"),
+    _resnet("resnet152", 2048, "ResNet-152, no pretraining"),
+    _resnet("wide_resnet50_2", 2048, "Wide ResNet-50-2, no pretraining"),
+    EncoderSpec(
+        name="xception", out_channels=XceptionTaskonomySmall.out_channels, stride=XceptionTaskonomySmall.stride,
+        build=XceptionTaskonomySmall, build_decoder=XceptionDecoder,
+        description="Standley et al.'s small Taskonomy Xception with its own decoder (stride 16)",
+    ),
 )
 
 

@@ -1,40 +1,46 @@
-"""Decoders: a feature map back to input resolution, one per task (no skip connections)."""
+"""MTRobust's Taskonomy decoder for the ResNets: a feature map back to input resolution, no skips.
+
+Layer by layer the ``Decoder`` of ``models/taskonomy_models.py`` in github.com/columbia/MTRobust
+(commit 99d1793; itself from tstandley/taskgrouping's ``resnet_taskonomy.py``), per-task
+``output_channels`` and ``base_match`` = the encoder's channels.
+"""
 
 from __future__ import annotations
 
 from torch import nn
 
-
-def up_stage(c_in: int, c_out: int) -> nn.Sequential:
-    """2x2 transposed conv (stride 2) + BN + ReLU, then 3x3 conv + BN + ReLU."""
-    return nn.Sequential(
-        nn.ConvTranspose2d(c_in, c_out, 2, stride=2, bias=False),
-        nn.BatchNorm2d(c_out),
-        nn.ReLU(inplace=True),
-        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
-        nn.BatchNorm2d(c_out),
-        nn.ReLU(inplace=True),
-    )
+from mtbench_encoders.xception import init_like_upstream
 
 
-class UpsamplingDecoder(nn.Sequential):
-    """MTRobust's decoder: one up-stage per factor of 2 of the encoder's stride, then a 3x3 conv.
+def up_stage(c_in: int, c_out: int) -> list[nn.Module]:
+    """2x2 transposed conv (stride 2) + BN + ReLU, then 3x3 conv + BN + ReLU; both convs with bias."""
+    return [
+        nn.ConvTranspose2d(c_in, c_out, 2, stride=2), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+        nn.Conv2d(c_out, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+    ]
 
-    For the ResNets (stride 32) that is five stages, in -> 256 -> 128 -> 64 -> 48 -> 32; for
-    Xception (stride 16) the first four widths. No output activation.
+
+class ResNetDecoder(nn.Sequential):
+    """Up-stages in -> 256 -> 128 -> 64 -> 48, a last 2x2 transposed conv to 32 + BN + ReLU (no 3x3 conv
+    after it) and a 3x3 conv to the task's channels; no output activation.
+
+    That is MTRobust's ``downscale=1`` decoder (five up-samplings: stride 32). ``stride=16`` gives its
+    ``downscale=2`` variant, which drops the 48-channel stage.
     """
 
-    WIDTHS = (256, 128, 64, 48, 32)
+    WIDTHS = (256, 128, 64, 48)
+    LAST = 32
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int):
-        stages = stride.bit_length() - 1
-        if 2 ** stages != stride or not 1 <= stages <= len(self.WIDTHS):
-            raise ValueError(f"decoder needs a power-of-two stride between 2 and 32, got {stride}")
-        widths = self.WIDTHS[len(self.WIDTHS) - stages:] if stages < len(self.WIDTHS) else self.WIDTHS
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 32):
+        if stride not in (16, 32):
+            raise ValueError(f"MTRobust's decoder upsamples 16x or 32x, not {stride}x")
+        widths = self.WIDTHS if stride == 32 else self.WIDTHS[:-1]
         layers: list[nn.Module] = []
         c = in_channels
         for w in widths:
-            layers.append(up_stage(c, w))
+            layers += up_stage(c, w)
             c = w
-        layers.append(nn.Conv2d(c, out_channels, 3, padding=1))
+        layers += [nn.ConvTranspose2d(c, self.LAST, 2, stride=2), nn.BatchNorm2d(self.LAST), nn.ReLU(inplace=True),
+                   nn.Conv2d(self.LAST, out_channels, 3, padding=1)]
         super().__init__(*layers)
+        init_like_upstream(self)  # MTRobust's ResNet re-initialises every Conv2d and BN of the model the same way
