@@ -253,7 +253,7 @@ def _table2_section(c: str, context: dict, label: str, cells: dict[tuple[str, st
     used = sorted({col for _, col in mine})
     names = distinct_names({col: column_label(columns[col]["attack"], columns[col]["objective"]) for col in used},
                            {col: columns[col] for col in used})
-    used.sort(key=lambda col: (_column_rank(names[col]), names[col]))
+    used.sort(key=lambda col: (_column_rank(columns[col]), names[col]))
     if len(used) < 2:
         return None
     compare = abs(eps - PAPER_EPS) < 1e-9 and context.get("encoder") == PAPER_ENCODER
@@ -263,32 +263,44 @@ def _table2_section(c: str, context: dict, label: str, cells: dict[tuple[str, st
         out: dict[str, Any] = {"weighting": w, "main": main, "aux": aux}
         for col in used:
             values = mine.get((row, col))
-            paper = reference().get(("paper-table2", PAPER_ENCODER, w, names[col], "unspecified", main,
-                                     "" if aux == "-" else aux)) if compare else None
+            paper = reference().get(("paper-table2", PAPER_ENCODER, w, _paper_column(columns[col]), "unspecified",
+                                     main, "" if aux == "-" else aux)) if compare and _alone(names, col) else None
             out[names[col]] = _with_paper(sum(values) / len(values) if values else None, paper)
         rows.append(out)
     return Section(f"Table 2: main-task vulnerability under adaptive multi-task L-inf attacks, eps={fraction(eps)}"
-                   f"{label}", rows, note="wgd = pgd-linf with the `relative` objective; other columns: "
-                   "attack/objective; (paper) = Ghamizi et al. 2022" + _seeds_note(len(v) for v in mine.values()))
+                   f"{label}", rows, note="columns: attack/objective as registered; (paper) = Ghamizi et al. 2022's "
+                   f"pgd ({PAPER_ATTACK}/sum), apgd ({PAPER_ADAPTIVE_ATTACK}/sum) or wgd ({PAPER_ATTACK}/"
+                   f"{WGD_OBJECTIVE}) figure" + _seeds_note(len(v) for v in mine.values()))
 
 
-COLUMN_ORDER = ["pgd", "apgd", "wgd"]
+PAPER_COLUMNS = ["pgd", "apgd", "wgd"]
 
 
-def _column_rank(name: str) -> tuple[int, int]:
-    """The paper's columns first, in its order; a name like ``pgd (steps=10)`` ranks as ``pgd``."""
-    base = name.split(" (")[0]
-    return (0, COLUMN_ORDER.index(base)) if base in COLUMN_ORDER else (1, 0)
+def _paper_column(column: dict) -> str | None:
+    """Which column of the paper's Table 2 a setting stands for, by what ran: its pgd and apgd are the
+    summed multi-task loss under PGD L-inf and Auto-PGD L-inf, its wgd PGD L-inf with the WGD objective."""
+    attack, objective = column["attack"], column["objective"]
+    plain = objective in PLAIN_OBJECTIVES
+    if attack == PAPER_ATTACK:
+        return "pgd" if plain else ("wgd" if objective == WGD_OBJECTIVE else None)
+    return "apgd" if attack == PAPER_ADAPTIVE_ATTACK and plain else None
+
+
+def _alone(names: dict[str, str], col: str) -> bool:
+    """No other column shares this one's attack/objective (a ``(steps=10)`` suffix marks the ones that do)."""
+    return " (" not in names[col]
+
+
+def _column_rank(column: dict) -> tuple[int, int]:
+    """The columns that stand for the paper's first, in its order."""
+    paper = _paper_column(column)
+    return (0, PAPER_COLUMNS.index(paper)) if paper else (1, 0)
 
 
 def column_label(attack: str, objective: str) -> str:
-    """The paper's names where they apply (pgd, apgd, wgd), else ``attack/objective``."""
-    plain = objective in PLAIN_OBJECTIVES
-    if attack == PAPER_ATTACK:
-        return "pgd" if plain else ("wgd" if objective == WGD_OBJECTIVE else objective)
-    if attack == PAPER_ADAPTIVE_ATTACK and plain:
-        return "apgd"
-    return attack if plain else f"{attack}/{objective}"
+    """What ran, by its registered names: ``attack/objective`` (``pgd-linf/relative``), never the paper's
+    wording, which may not match what was computed."""
+    return f"{attack}/{objective}"
 
 
 def _mean(values: Iterable[float | None]) -> float | None:
