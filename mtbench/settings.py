@@ -191,7 +191,10 @@ class AttackSection(Section):
     weights: dict[str, Weight] | None = Field(None, description="task weights of the weighted objective")
     random_start: bool = Field(False, description="start uniformly inside the eps-ball")
     restarts: int = Field(1, ge=1, le=1000, description="runs per sample, keeping the worst by the objective")
-    paper_compat: bool = Field(False, description="reproduce the original code (start at x+eps, batch-wide L2)")
+    paper_compat: bool = Field(False, description=(
+        "reproduce the original attack code: start at min(1, x+eps) even without random_start, gradient of the "
+        "batch-mean loss, L2 steps of eps/2 times that gradient put on one eps-sphere for the whole batch, "
+        "no [0, 1] clip"))
     batch_size: int | None = Field(None, ge=1, le=MAX_BATCH,
                                    description="attack batch size (default train.batch_size)")
     trace: bool = Field(True, description="store every task's loss and error at every step")
