@@ -29,7 +29,7 @@ from mtbench.context import TrialContext
 from mtbench.defaults import DEFAULT_OBJECTIVE
 from mtbench.evaluate import load_trained_model, prepare_for_attack
 from mtbench.results import MetricRow, Phase, SampleRow, TrialResult
-from mtbench.specs import AttackRequest, TaskSpec
+from mtbench.specs import AttackRequest, TaskSpec, with_loss_options
 
 NORMS = {"grad_l1": 1, "grad_l2": 2, "grad_linf": float("inf")}
 
@@ -82,7 +82,7 @@ def run_analysis(config: AnalysisConfig, trial_id: str, ctx: TrialContext) -> Tr
     fast, _ = prepare_for_attack(model)
     for p in fast.parameters():
         p.requires_grad_(False)
-    tasks = {t: ctx.plugins.tasks.get(t) for t in model.tasks}
+    tasks = with_loss_options({t: ctx.plugins.tasks.get(t) for t in model.tasks}, config.loss_options)
     attack = ctx.plugins.attacks.get(config.attack)
     attacked = tuple(tasks)
     objective = ctx.plugins.objectives.get(DEFAULT_OBJECTIVE).make(attacked, None)

@@ -24,7 +24,7 @@ from mtbench.fold import fold_batchnorm
 from mtbench.measure import SplitRecord, measure
 from mtbench.models import load_checkpoint, snapshot_path, stored_snapshots
 from mtbench.results import MetricRow, Phase, SampleRow, TrialResult
-from mtbench.specs import AdaptiveObjective, AttackRequest, start_objective
+from mtbench.specs import AdaptiveObjective, AttackRequest, start_objective, with_loss_options
 
 TOLERANCE = 1e-5
 
@@ -65,8 +65,11 @@ def run_attack(config: AttackConfig, trial_id: str, ctx: TrialContext) -> TrialR
     model = load_trained_model(ctx, config.model, device, config.epoch)
     source = load_trained_model(ctx, config.source_model, device, config.epoch) if config.source_model else model
     attack_model, _ = prepare_for_attack(source)  # once, not per batch; a surrogate for transfer attacks
-    tasks = {t: ctx.plugins.tasks.get(t) for t in model.tasks}
-    source_tasks = {t: ctx.plugins.tasks.get(t) for t in source.tasks}
+    # the losses measured, attacked and started from are the losses each model was trained with
+    tasks = with_loss_options({t: ctx.plugins.tasks.get(t) for t in model.tasks}, config.loss_options)
+    source_options = ctx.store.trial_config(config.source_model).loss_options if config.source_model else None
+    source_tasks = with_loss_options({t: ctx.plugins.tasks.get(t) for t in source.tasks},
+                                     config.loss_options if source_options is None else source_options)
     attacked = tuple(config.targets)
     attack = ctx.plugins.attacks.get(config.attack)
     objective = ctx.plugins.objectives.get(config.objective).make(attacked, config.weights)

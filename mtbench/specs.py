@@ -7,6 +7,8 @@ passes and what it expects back rather than ``Callable[..., Any]``.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,7 +105,8 @@ class Domain:
     name: str
     bits: Literal[8, 16]
     channels: int
-    resample: Literal["nearest", "area"] = "nearest"
+    resample: Literal["nearest", "area", "bilinear"] = "nearest"
+    """How the loader resizes it: nearest for labels, bilinear for continuous maps, area for the image."""
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,20 @@ class TaskSpec:
             if m.name == name:
                 return m
         raise KeyError(f"task {self.name!r} has no metric {name!r}")
+
+    def with_loss_options(self, options: Mapping[str, Any] | None) -> TaskSpec:
+        """This task with ``options`` (a grid's ``[train] loss_options`` for it) bound into ``loss``, so
+        that whoever calls ``loss(pred, target, mask)`` gets the loss the model was trained with."""
+        if not options:
+            return self
+        return dataclasses.replace(self, loss=functools.partial(self.loss, **options))
+
+
+def with_loss_options(tasks: Mapping[str, TaskSpec], options: Mapping[str, Mapping[str, Any]]) -> dict[str, TaskSpec]:
+    """Every task of a model with its training loss options bound (``options``: task name -> keyword
+    arguments). The one place where loss options apply: training, attacks, E[dL] and the gradient
+    analysis all take their tasks from here, so the loss attacked and analysed is the loss trained."""
+    return {name: spec.with_loss_options(options.get(name)) for name, spec in tasks.items()}
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from mtbench.measure import aggregated_values, statistics_of
 from mtbench.models import build_model, count_macs, count_parameters, save_checkpoint
 from mtbench.results import MetricRow, Phase, TrialResult
 from mtbench.resume import BadState, clear_state, load_state, save_state, set_aside
+from mtbench.specs import with_loss_options
 
 
 def make_optimizer(config: TrainConfig, params) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
@@ -31,24 +32,24 @@ def make_optimizer(config: TrainConfig, params) -> tuple[torch.optim.Optimizer, 
     return opt, torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=0.1)
 
 
-def per_task_losses(model, batch, tasks, device, loss_options) -> tuple[dict, dict]:
+def per_task_losses(model, batch, tasks, device) -> tuple[dict, dict]:
+    """Outputs and per-sample losses; ``tasks`` carry the loss options (``specs.with_loss_options``)."""
     images, targets, masks = batch
     images = images.to(device, non_blocking=True)
     outputs = model(images)
-    losses = {t: spec.loss(outputs[t], targets[t].to(device), masks[t].to(device), **loss_options.get(t, {}))
-              for t, spec in tasks.items()}
+    losses = {t: spec.loss(outputs[t], targets[t].to(device), masks[t].to(device)) for t, spec in tasks.items()}
     return outputs, losses
 
 
 @torch.no_grad()
-def evaluate_clean(model, loader, tasks, device, loss_options) -> dict[str, dict[str, float]]:
+def evaluate_clean(model, loader, tasks, device) -> dict[str, dict[str, float]]:
     """Mean loss and every metric of every task over a split (aggregated metrics by their aggregate)."""
     model.eval()
     sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     statistics = []
     n = 0
     for batch in loader:
-        outputs, losses = per_task_losses(model, batch, tasks, device, loss_options)
+        outputs, losses = per_task_losses(model, batch, tasks, device)
         _, targets, masks = batch
         targets = {t: v.to(device) for t, v in targets.items()}
         masks = {t: v.to(device) for t, v in masks.items()}
@@ -68,7 +69,7 @@ def run_train(config: TrainConfig, trial_id: str, ctx: TrialContext) -> TrialRes
     """Train one model (resuming after a kill), then store its clean metrics, baseline and checkpoint."""
     device = ctx.device
     torch.manual_seed(config.seed)  # module init draws from the global RNG; seeded per trial
-    tasks = {t: ctx.plugins.tasks.get(t) for t in config.tasks}
+    tasks = with_loss_options({t: ctx.plugins.tasks.get(t) for t in config.tasks}, config.loss_options)
     data = config.data
     train_set = ctx.open_split(data, "train", tasks, data.train_samples)
     val_split = "val" if data.val_samples else "test"
@@ -84,7 +85,6 @@ def run_train(config: TrainConfig, trial_id: str, ctx: TrialContext) -> TrialRes
         model = model.to(memory_format=torch.channels_last)
     opt, sched = make_optimizer(config, model.parameters())
     weights = config.weights
-    loss_options = config.loss_options
     use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
@@ -101,7 +101,7 @@ def run_train(config: TrainConfig, trial_id: str, ctx: TrialContext) -> TrialRes
         seen = 0
         for batch_index, batch in enumerate(train_loader):
             with torch.autocast(device.type, enabled=use_amp):
-                _, losses = per_task_losses(model, batch, tasks, device, loss_options)
+                _, losses = per_task_losses(model, batch, tasks, device)
                 total = sum(weights[t] * losses[t].mean() for t in tasks)
             if not torch.isfinite(total):
                 values = ", ".join(f"{t} {losses[t].mean().item():.4g}" for t in tasks)
@@ -119,12 +119,12 @@ def run_train(config: TrainConfig, trial_id: str, ctx: TrialContext) -> TrialRes
         sched.step()
         for t, v in sums.items():
             rows.append(MetricRow(Phase.TRAIN, t, "loss", v / seen, epoch, split="train"))
-        for t, values in evaluate_clean(model, val_loader, tasks, device, loss_options).items():
+        for t, values in evaluate_clean(model, val_loader, tasks, device).items():
             rows += [MetricRow(Phase.VAL, t, metric, v, epoch, split=val_split) for metric, v in values.items()]
         if epoch < config.epochs:
             save_state(ctx.checkpoints, trial_id, epoch, model, opt, sched, gen, [r.record() for r in rows])
         advance(1)
-    for t, values in evaluate_clean(model, test_loader, tasks, device, loss_options).items():
+    for t, values in evaluate_clean(model, test_loader, tasks, device).items():
         values.setdefault("error", values[tasks[t].error_metric])  # the paper's clean error, by one name
         rows += [MetricRow(Phase.CLEAN, t, metric, v, config.epochs) for metric, v in values.items()]
 

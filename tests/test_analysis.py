@@ -99,3 +99,67 @@ def test_analysis_trials_and_theory_report(tmp_path):
     marginal = next(v for k, v in sections.items() if k.startswith("Marginal"))
     assert {(r["base"], r["added"]) for r in marginal} == {("resnet18/d/uniform", "D")}
     assert all(isinstance(r["bound"], float) for r in marginal)
+
+
+WEIGHTED_GRID = CPU_TINY_DATA + """
+[train]
+encoders = ["resnet18"]
+task_sets = ["s"]
+epochs = 1
+batch_size = 4
+loss_options = {s = {class_weights = "mtrobust"}}
+[[attack]]
+name = "pgd-linf"
+eps = ["8/255"]
+steps = 1
+targets = "all"
+[[analysis]]
+eps = "8/255"
+steps = 1
+"""
+
+
+def test_attacks_and_analysis_use_the_loss_the_model_was_trained_with(tmp_path, plugins):
+    """With class weights on, the loss an attack trial measures and ascends (its clean loss, the attack's
+    trace at the start point, where the objective is that loss) and the loss whose gradient the analysis
+    takes are the training loss with the weights, not the unweighted cross-entropy."""
+    import sqlite3
+
+    from mtbench.data import TaskonomyDataset, load_splits
+    from mtbench.models import load_checkpoint
+    from mtbench.specs import with_loss_options
+
+    (tmp_path / "grid.toml").write_text(WEIGHTED_GRID)
+    out = tmp_path / "results"
+    result = run_cli("run", str(tmp_path / "grid.toml"), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    seg = "segment_semantic"
+    with sqlite3.connect(out / "mtbench.db") as c:
+        trained = c.execute("select value from metrics where phase = 'clean' and task = ? and metric = 'loss' "
+                            "and trial_id in (select id from trials where kind = 'train')", (seg,)).fetchone()[0]
+        checkpoint = c.execute("select checkpoint from models").fetchone()[0]
+        attack_clean = c.execute("select value from metrics where phase = 'clean' and task = ? and metric = 'loss' "
+                                 "and trial_id in (select id from trials where kind = 'attack')", (seg,)).fetchone()[0]
+        start = c.execute("select value from metrics where phase = 'trace' and step = 0 and task = 'objective' "
+                          "and metric = 'value'").fetchone()[0]
+        analysed = c.execute("select value from metrics where phase = 'analysis' and task = ? and metric = "
+                             "'grad_l2'", (seg,)).fetchone()[0]
+    assert attack_clean == pytest.approx(trained, rel=1e-5)
+    assert start == pytest.approx(trained, rel=1e-4)  # the objective the attack ascends, at the clean point
+
+    model = load_checkpoint(out / checkpoint, None, plugins).eval()
+    root = next(p for p in (out / "data").iterdir() if p.is_dir())
+    registered = {seg: plugins.tasks.get(seg)}
+    weighted = with_loss_options(registered, {seg: {"class_weights": "mtrobust"}})
+    data = TaskonomyDataset(root, load_splits(root)["test"], registered, 32)
+    images = torch.stack([data[i][0] for i in range(len(data))])
+    targets = {seg: torch.stack([data[i][1][seg] for i in range(len(data))])}
+    masks = {seg: torch.stack([data[i][2][seg] for i in range(len(data))])}
+    with torch.no_grad():
+        out_seg = model(images)[seg]
+        unweighted = registered[seg].loss(out_seg, targets[seg], masks[seg]).mean().item()
+        assert weighted[seg].loss(out_seg, targets[seg], masks[seg]).mean().item() == pytest.approx(trained, rel=1e-5)
+    assert abs(unweighted - trained) > 0.05 * trained  # the weights matter: the checks above can tell
+    grads = input_gradients(model, images, targets, masks, weighted)[seg].norm(dim=1).mean().item()
+    plain = input_gradients(model, images, targets, masks, registered)[seg].norm(dim=1).mean().item()
+    assert analysed == pytest.approx(grads, rel=1e-3) and abs(plain - grads) > 0.05 * grads

@@ -149,3 +149,45 @@ def test_only_needed_domains_are_read(plugins, broken_copy):
     ds = TaskonomyDataset(broken_copy, ["synth-train-000", "synth-train-001"],
                           {"depth_zbuffer": plugins.tasks.get("depth_zbuffer")}, 32)
     assert ds.domains == ["rgb", "depth_euclidean", "depth_zbuffer"] and len(ds) == 16
+
+
+def write_building(root, building, points, size=2, depth=None, labels=None):
+    """Real PNGs in the official layout: rgb, 16-bit depths and 8-bit labels for each (point, view 0)."""
+    depth = np.zeros((size, size), np.uint16) if depth is None else depth
+    labels = np.ones((size, size), np.uint8) if labels is None else labels
+    arrays = {"rgb": np.zeros((size, size, 3), np.uint8), "depth_zbuffer": depth, "depth_euclidean": depth,
+              "segment_semantic": labels}
+    for domain, arr in arrays.items():
+        (root / building / domain).mkdir(parents=True, exist_ok=True)
+        for p in points:
+            Image.fromarray(arr).save(root / building / domain / f"point_{p}_view_0_domain_{domain}.png")
+
+
+def test_continuous_maps_resize_bilinearly_and_labels_nearest(plugins, tmp_path):
+    depth = np.array([[0, 1000], [0, 1000]], np.uint16)
+    labels = np.array([[2, 5], [2, 5]], np.uint8)
+    write_building(tmp_path, "x", [0], depth=depth, labels=labels)
+    tasks = {t: plugins.tasks.get(t) for t in ("depth_zbuffer", "segment_semantic")}
+    raw = TaskonomyDataset(tmp_path, ["x"], tasks, 4, cache=False).read_raw(0)
+    assert raw["depth_zbuffer"][0].tolist() == [0, 250, 750, 1000]  # Pillow's bilinear: centres at 1/4, 3/4
+    assert raw["depth_zbuffer"].dtype == np.uint16
+    assert raw["segment_semantic"][0].tolist() == [2, 2, 5, 5]  # a label stays a label
+
+
+def test_point_split_of_one_building(plugins, tmp_path):
+    """point_split = 3: points 0-2 train, 3-4 test (and val, as the original code had none)."""
+    from mtbench import DataConfig
+    from mtbench_tasks.datasets import open_split
+
+    write_building(tmp_path, "x", [0, 1, 2, 3, 4])
+    write_building(tmp_path, "y", [0, 1])  # another building, not used
+    data = DataConfig(dataset="taskonomy", root=str(tmp_path), train_buildings=["x"], point_split=3, seed=0)
+    tasks = {"depth_zbuffer": plugins.tasks.get("depth_zbuffer")}
+    points = {split: [(k.building, k.point) for k in open_split(tmp_path, data, split, tasks, 2).keys]
+              for split in ("train", "val", "test")}
+    assert points == {"train": [("x", 0), ("x", 1), ("x", 2)], "val": [("x", 3), ("x", 4)],
+                      "test": [("x", 3), ("x", 4)]}
+    with pytest.raises(DataError, match=r"point id in \[9, inf\)"):
+        open_split(tmp_path, data.model_copy(update={"point_split": 9}), "test", tasks, 2)
+    with pytest.raises(DataError, match="one building"):
+        open_split(tmp_path, data.model_copy(update={"train_buildings": ["x", "y"]}), "train", tasks, 2)

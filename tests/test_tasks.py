@@ -128,10 +128,30 @@ def test_masked_losses_and_reductions(plugins):
     base = seg.loss(logits, labels, torch.ones(1, 1, 2, 2, dtype=torch.bool))
     assert base.item() == pytest.approx(math.log(17), rel=1e-5)
     full = torch.ones(1, 1, 2, 2, dtype=torch.bool)
-    weighted = seg.loss(logits, labels, full, class_weights="paper")
-    assert weighted.item() == pytest.approx(0.54 * math.log(17), rel=1e-5)  # background prior 0.54
+    weighted = seg.loss(logits, labels, full, class_weights="flat")
+    assert weighted.item() == pytest.approx(0.54 * math.log(17), rel=1e-5)  # the rounded background prior
     ones = torch.ones(1, 1, 2, 2)
-    assert seg.loss(logits, ones, full, class_weights="paper").item() == pytest.approx(8 * math.log(17), rel=1e-5)
+    assert seg.loss(logits, ones, full, class_weights="flat").item() == pytest.approx(8 * math.log(17), rel=1e-5)
+
+
+# columbia/MTRobust 99d17939, dataloaders/new/data/semseg_prior_factor.npy, read with numpy
+MTROBUST_PRIOR = [0.54241015, 9.16744426, 7.33098964, 7.16203488, 8.72288504, 7.61330311, 8.23692385, 9.14858036,
+                  8.82202253, 9.08579179, 8.91407327, 9.17723224, 9.03539023, 8.60391777, 9.16991691, 9.14673021,
+                  9.13736169]
+
+
+@pytest.mark.parametrize("name", ["mtrobust", "paper"])
+def test_class_weights_are_mtrobusts_prior_per_class(plugins, name):
+    """Each class's pixels weigh its prior value: one image per class, uniform logits (CE = log 17)."""
+    seg = plugins.tasks.get("segment_semantic")
+    labels = torch.arange(17, dtype=torch.float32).view(17, 1, 1, 1).expand(17, 1, 2, 2)
+    full = torch.ones(17, 1, 2, 2, dtype=torch.bool)
+    loss = seg.loss(torch.zeros(17, 17, 2, 2), labels, full, class_weights=name)
+    assert loss.tolist() == pytest.approx([w * math.log(17) for w in MTROBUST_PRIOR], rel=1e-6)
+    bound = seg.with_loss_options({"class_weights": name})  # what training, attacks and analysis call
+    assert bound.loss(torch.zeros(17, 17, 2, 2), labels, full).tolist() == loss.tolist()
+    with pytest.raises(ValueError, match="mtrobust"):
+        seg.loss(torch.zeros(1, 17, 2, 2), labels[:1], full[:1], class_weights="papr")
 
 
 def _logits(classes: list[list[int]]) -> torch.Tensor:
@@ -157,9 +177,77 @@ def test_dataset_miou_sums_intersections_and_unions_over_the_split(plugins):
         batches.append(measured.statistics)
     assert record.split_value(seg.name, dataset).item() == pytest.approx(7 / 12)
     assert record.split_value(seg.name, seg.metric("miou")).item() == pytest.approx(5 / 8)  # unchanged: a mean
-    assert aggregated_values(batches, tasks) == {seg.name: {"miou_dataset": pytest.approx(7 / 12)}}
+    assert aggregated_values(batches, tasks)[seg.name]["miou_dataset"] == pytest.approx(7 / 12)
 
 
 def test_metric_with_statistics_needs_an_aggregate():
     with pytest.raises(ValueError, match="both statistics and aggregate"):
         MetricSpec("half", lambda p, t, m: p.sum((1, 2, 3)), statistics=lambda p, t, m: p.flatten(1))
+
+
+def _measure_split(seg, logits, target, mask, batch):
+    """The split measured in batches of ``batch`` samples, as the evaluator does."""
+    tasks, identity = {seg.name: seg}, lambda x: {seg.name: x}
+    record = SplitRecord()
+    for i in range(0, len(logits), batch):
+        record.add(measure(identity, logits[i:i + batch], {seg.name: target[i:i + batch]},
+                           {seg.name: mask[i:i + batch]}, tasks))
+    return record
+
+
+def test_segmentation_error_is_one_minus_the_dataset_miou(plugins):
+    """Sample A: class 1 right everywhere. Sample B: class 2 labelled, half predicted as 1. Over the split,
+    class 1 has intersection 4 and union 4 + 2 = 6, class 2 has 2 / 4: the error is 1 - (4/6 + 2/4) / 2 =
+    5/12, not the mean of the per-sample errors (0 and 3/4: 3/8)."""
+    seg = plugins.tasks.get("segment_semantic")
+    target = torch.tensor([[1, 1, 1, 1], [2, 2, 2, 2]]).float().view(2, 1, 1, 4)
+    logits = _logits([[1, 1, 1, 1], [1, 1, 2, 2]])
+    mask = torch.ones(2, 1, 1, 4, dtype=torch.bool)
+    error = seg.metric(seg.error_metric)
+    assert error.fn(logits, target, mask).tolist() == [0.0, 0.75]  # per sample: each sample's 1 - mIoU
+    for batch in (1, 2):
+        record = _measure_split(seg, logits, target, mask, batch)
+        assert record.split_value(seg.name, error).item() == pytest.approx(5 / 12)
+
+
+def test_paper_per_batch_miou_and_dataset_error_by_hand(plugins):
+    """33 samples of 4 pixels, measured in batches of 5 (the metric batches by 32 itself).
+    Samples 0-15: label 1111, predicted 1111. Samples 16-31: label 2222, predicted 1122.
+    Sample 32: label 0333 with pixel 0 uncertain (masked), predicted 0331.
+    Paper batch 1 (samples 0-31), every pixel: class 1 I = 64, U = 64 + 32 = 96; class 2 I = 32, U = 64:
+    mIoU (2/3 + 1/2) / 2 = 7/12. Batch 2 (sample 32), every pixel, the uncertain one as background:
+    class 0 I = 1, U = 1; class 3 I = 2, U = 3; class 1 I = 0, U = 1: mIoU (1 + 2/3 + 0) / 3 = 5/9.
+    Mean over batches: (7/12 + 5/9) / 2 = 41/72.
+    Dataset error, valid pixels only: class 1 I = 64, U = 96 + 1 = 97; class 2 I = 32, U = 64; class 3 I = 2,
+    U = 3 (class 0 only on the masked pixel): 1 - (64/97 + 1/2 + 2/3) / 3."""
+    seg = plugins.tasks.get("segment_semantic")
+    labels = [[1] * 4] * 16 + [[2] * 4] * 16 + [[0, 3, 3, 3]]
+    preds = [[1] * 4] * 16 + [[1, 1, 2, 2]] * 16 + [[0, 3, 3, 1]]
+    target = torch.tensor(labels).float().view(33, 1, 1, 4)
+    logits = _logits(preds)
+    mask = target > 0
+    record = _measure_split(seg, logits, target, mask, 5)
+    paper = seg.metric("miou_batch32_paper")
+    assert record.split_value(seg.name, paper).item() == pytest.approx(41 / 72)
+    assert record.split_value(seg.name, seg.metric("error")).item() == pytest.approx(1 - (64 / 97 + 1 / 2 + 2 / 3) / 3)
+    assert paper.fn(logits[32:], target[32:], mask[32:]).item() == pytest.approx(5 / 9)  # per sample, every pixel
+
+
+def test_edge_occlusion_blur_equals_scipy_gaussian_filter():
+    """Truncated at 4 sigma with scipy's 'reflect' border (edge pixel repeated), also when the kernel is
+    wider than the image."""
+    ndimage = pytest.importorskip("scipy.ndimage")
+    from mtbench_tasks.tasks import gaussian_blur
+
+    img = np.random.default_rng(0).normal(size=(12, 9)).astype(np.float32)
+    img[0, :] += 5  # a bright border row: the border rule shows
+    for sigma in (0.5, 1.0, 4.0):
+        expected = ndimage.gaussian_filter(img.astype(np.float64), sigma)
+        assert np.allclose(gaussian_blur(img, sigma), expected, atol=1e-5), sigma
+
+
+def test_autoencoder_target_in_minus_one_one(plugins, tmp_path):
+    rgb = np.zeros((2, 2, 3), dtype=np.uint8)
+    rgb[0, 0] = 255
+    target, _ = plugins.tasks.get("autoencoder").decode(raw_sample(tmp_path, rgb=rgb))
+    assert target[:, 0, 0].tolist() == [1, 1, 1] and target[:, 1, 1].tolist() == [-1, -1, -1]

@@ -15,20 +15,22 @@ from PIL import Image, UnidentifiedImageError
 from mtbench.errors import DataError
 from mtbench.specs import Domain
 
+# Labels are resized nearest (a class index must stay a class), continuous maps bilinearly as MTRobust's
+# loader (skimage, interpolation order 1), the image by area.
 DOMAINS: dict[str, Domain] = {
     d.name: d
     for d in (
         Domain("rgb", 8, 3, "area"),
-        Domain("segment_semantic", 8, 1),
-        Domain("depth_zbuffer", 16, 1),
-        Domain("depth_euclidean", 16, 1),
-        Domain("normal", 8, 3),
-        Domain("keypoints2d", 16, 1),
-        Domain("keypoints3d", 16, 1),
-        Domain("edge_texture", 16, 1),
-        Domain("edge_occlusion", 16, 1),
-        Domain("principal_curvature", 8, 3),
-        Domain("reshading", 8, 1),
+        Domain("segment_semantic", 8, 1, "nearest"),
+        Domain("depth_zbuffer", 16, 1, "bilinear"),
+        Domain("depth_euclidean", 16, 1, "bilinear"),
+        Domain("normal", 8, 3, "bilinear"),
+        Domain("keypoints2d", 16, 1, "bilinear"),
+        Domain("keypoints3d", 16, 1, "bilinear"),
+        Domain("edge_texture", 16, 1, "bilinear"),
+        Domain("edge_occlusion", 16, 1, "bilinear"),
+        Domain("principal_curvature", 8, 3, "bilinear"),
+        Domain("reshading", 8, 1, "bilinear"),
     )
 }
 
@@ -72,12 +74,19 @@ def read_png(path: Path, domain: Domain) -> np.ndarray:
     return arr
 
 
+_RESAMPLE = {"nearest": Image.Resampling.NEAREST, "area": Image.Resampling.BOX,
+             "bilinear": Image.Resampling.BILINEAR}
+
+
 def resize(arr: np.ndarray, size: int, how: str) -> np.ndarray:
-    """Square-resize keeping dtype: nearest for labels, area (box filter) for images."""
+    """Square-resize keeping dtype: ``nearest`` for labels, ``bilinear`` for continuous maps, ``area``
+    (box filter) for images. 16-bit data is interpolated in float and rounded back."""
     if arr.shape[0] == size and arr.shape[1] == size:
         return arr
-    resample = Image.Resampling.BOX if how == "area" else Image.Resampling.NEAREST
-    if arr.dtype == np.uint16:  # Pillow resizes 16-bit data in mode I
-        out = Image.fromarray(arr.astype(np.int32)).resize((size, size), resample)
-        return np.asarray(out).astype(np.uint16)
+    resample = _RESAMPLE[how]
+    if arr.dtype == np.uint16:
+        if how == "nearest":  # Pillow resizes 16-bit data in mode I
+            return np.asarray(Image.fromarray(arr.astype(np.int32)).resize((size, size), resample)).astype(np.uint16)
+        out = np.asarray(Image.fromarray(arr.astype(np.float32)).resize((size, size), resample))
+        return np.clip(np.rint(out), 0, 65535).astype(np.uint16)
     return np.asarray(Image.fromarray(arr).resize((size, size), resample))

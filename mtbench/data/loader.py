@@ -61,11 +61,17 @@ def load_splits(root: Path, split_file: Path | None = None) -> dict[str, list[st
     return {k: [str(b) for b in v] for k, v in data.items()}
 
 
+def _in_range(point: int, points: tuple[int | None, int | None]) -> bool:
+    low, high = points
+    return (low is None or point >= low) and (high is None or point < high)
+
+
 class TaskonomyDataset(Dataset):
     """Samples of some buildings, decoded for some tasks, at a square ``image_size``.
 
     Only the domains the tasks need are read. Decoded samples can be kept in memory
-    (``cache=True``), which suits the small datasets of laptop grids.
+    (``cache=True``), which suits the small datasets of laptop grids. ``points = (low, high)`` keeps the
+    samples whose point id is in [low, high) (None: unbounded), for a split of the points of a building.
     """
 
     def __init__(
@@ -76,6 +82,7 @@ class TaskonomyDataset(Dataset):
         image_size: int,
         limit: int | None = None,
         cache: bool = True,
+        points: tuple[int | None, int | None] = (None, None),
     ):
         self.root = Path(root)
         self.tasks = dict(tasks)
@@ -94,11 +101,14 @@ class TaskonomyDataset(Dataset):
                         f"{self.root / b}: sample point {key.point} view {key.view} lacks domain(s) {lacking} "
                         f"(expected {self._path(key, lacking[0])})"
                     )
-                keys.append(key)
+                if _in_range(key.point, points):
+                    keys.append(key)
         if limit is not None:
             keys = keys[:limit]
         if not keys:
-            raise DataError(f"{self.root}: no samples in buildings {list(buildings)}")
+            low, high = points
+            which = "" if points == (None, None) else f" with point id in [{low or 0}, {high or 'inf'})"
+            raise DataError(f"{self.root}: no samples{which} in buildings {list(buildings)}")
         self.keys = keys
         self._cache: dict[int, tuple] | None = {} if cache else None
 

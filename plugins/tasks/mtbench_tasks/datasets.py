@@ -25,7 +25,22 @@ def _buildings(root: Path, data: DataConfig, split: str) -> list[str]:
 
 
 def open_split(root: Path, data: DataConfig, split: str, tasks, image_size: int, limit: int | None = None):
-    return TaskonomyDataset(root, _buildings(Path(root), data, split), tasks, image_size, limit=limit)
+    split_at = getattr(data, "point_split", None)
+    if split_at is None:
+        return TaskonomyDataset(root, _buildings(Path(root), data, split), tasks, image_size, limit=limit)
+    # the original code's split: one building, point id < N trains, the rest tests; it had no
+    # validation split, so "val" is the test points (validation only logs, it selects nothing)
+    points = (None, split_at) if split == "train" else (split_at, None)
+    return TaskonomyDataset(root, [_point_split_building(data)], tasks, image_size, limit=limit, points=points)
+
+
+def _point_split_building(data: DataConfig) -> str:
+    """The one building that ``point_split`` splits (the grid checks this before any work)."""
+    named = {b for bs in (data.train_buildings, data.val_buildings, data.test_buildings) for b in bs or ()}
+    if len(named) != 1 or data.split_file:
+        raise DataError(f"[data] point_split splits the points of one building given in train_buildings; "
+                        f"found buildings {sorted(named)}{' and a split_file' if data.split_file else ''}")
+    return named.pop()
 
 
 def check_taskonomy(data: DataConfig) -> None:

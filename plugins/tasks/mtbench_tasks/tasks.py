@@ -37,13 +37,15 @@ def _u16(raw, domain: str) -> np.ndarray:
     return raw[domain].astype(np.float32) / 65535.0
 
 
-def gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
-    """Separable Gaussian blur with reflected borders (H x W)."""
-    radius = max(1, int(math.ceil(3 * sigma)))
-    x = np.arange(-radius, radius + 1, dtype=np.float32)
+def gaussian_blur(img: np.ndarray, sigma: float, truncate: float = 4.0) -> np.ndarray:
+    """Separable Gaussian blur (H x W) equal to ``scipy.ndimage.gaussian_filter(img, sigma)``: radius
+    int(truncate * sigma + 0.5), scipy's 'reflect' border (numpy's 'symmetric': the edge pixel repeated),
+    in float64. Written out so that decoding needs no scipy."""
+    radius = int(truncate * sigma + 0.5)
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
     k = np.exp(-0.5 * (x / sigma) ** 2)
     k /= k.sum()
-    out = np.pad(img, radius, mode="reflect")
+    out = np.pad(img.astype(np.float64), radius, mode="symmetric")
     out = sum(k[i] * out[i:i + img.shape[0], :] for i in range(len(k)))
     out = sum(k[i] * out[:, i:i + img.shape[1]] for i in range(len(k)))
     return out.astype(np.float32)
@@ -100,7 +102,8 @@ def decode_reshading(raw):
 
 
 def decode_autoencoder(raw):
-    return _chw(raw["rgb"].astype(np.float32) / 255.0), no_mask(raw)
+    """The input image in [-1, 1], as MTRobust's autoencoder target (the model's input stays in [0, 1])."""
+    return _chw(raw["rgb"].astype(np.float32) / 255.0 * 2 - 1), no_mask(raw)
 
 
 MSE = MetricSpec("mse", M.mse, False, "mean squared error over valid pixels (the paper's clean error)")
@@ -129,11 +132,18 @@ TASKS: tuple[TaskSpec, ...] = (
         name="segment_semantic", code="s", channels=17, domains=(D("segment_semantic"),),
         decode=decode_segment, loss=M.cross_entropy_loss, error_metric="error", classification=True,
         metrics=(
-            MetricSpec("error", M.seg_error, False, "1 - mIoU (the paper's clean error)"),
-            MetricSpec("miou", M.miou, True, "mean intersection over union of present classes"),
+            MetricSpec("error", M.seg_error, False,
+                       "1 - mIoU over the split (the paper's clean error): each class's intersections summed over "
+                       "its summed unions, averaged over the classes present; per sample, the sample's 1 - mIoU",
+                       statistics=M.confusion_counts, aggregate=M.error_of_counts),
+            MetricSpec("miou", M.miou, True, "mean over samples of each sample's mIoU over its present classes"),
             MetricSpec("miou_dataset", M.miou, True,
                        "mIoU over the split: each class's intersections summed over its summed unions",
                        statistics=M.confusion_counts, aggregate=M.miou_of_counts),
+            MetricSpec("miou_batch32_paper", M.miou_all_pixels, True,
+                       "the paper code's mIoU: per batch of 32 in split order over every pixel (uncertain ones as "
+                       "background), averaged over batches",
+                       statistics=M.confusion_counts_all_pixels, aggregate=M.miou_per_batch_of_counts),
             MetricSpec("pixel_acc", M.pixel_accuracy, True, "share of valid pixels classified right"),
         ),
         description="semantic segmentation, 16 object classes + background; cross-entropy",
