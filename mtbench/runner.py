@@ -27,6 +27,7 @@ from mtbench.defaults import check_defaults
 from mtbench.errors import MtbenchError
 from mtbench.grid import Grid, Trial
 from mtbench.plugins import Plugins
+from mtbench.provenance import Versions, current, other_versions
 from mtbench.signals import interruptible
 from mtbench.storage import Store, export_parquet
 
@@ -131,6 +132,25 @@ def check_data(grid: Grid, plugins: Plugins) -> None:
             spec.check(data)
 
 
+def warn_other_versions(grid: Grid, store: Store | None, console: Console, versions: Versions | None = None) -> None:
+    """Warn about the grid's done trials made with other versions than ``versions`` (default: this
+    process's, on the grid's device). They stay as they are: mtbench never alters results it did not
+    create in this run, and the user decides whether to redo them."""
+    if store is None:
+        return
+    if versions is None:
+        from mtbench.models import resolve_device
+
+        try:
+            device = resolve_device(grid.settings.run.device)
+        except MtbenchError:  # e.g. cuda asked for where there is none: the device is then not compared
+            device = None
+        versions = current(device)
+    message = other_versions(store.versions(t.id for t in grid.trials), versions)
+    if message:
+        say(console, ("warning:", "bold yellow"), " ", message)
+
+
 def run_grid(grid: Grid, store: Store, out: Path, plugins: Plugins, console: Console | None = None,
              export: bool = True, poll_s: float = 1.0) -> RunSummary:
     """Run the grid's trials that are not done, as one worker among any number sharing the store.
@@ -150,12 +170,14 @@ def _run_trials(grid: Grid, store: Store, out: Path, plugins: Plugins, console: 
 
     console = console or make_console(stderr=True)
     device = resolve_device(grid.settings.run.device)
+    versions = current(device)  # stored with each trial this worker finishes
     summary = RunSummary(retried_stale=store.reset_stale())
     if summary.retried_stale:
         console.print(f"[yellow]{len(summary.retried_stale)} trial(s) left running by a dead process will run again")
     statuses = store.statuses(t.id for t in grid.trials)
     todo = [t for t in grid.trials if statuses.get(t.id) != "done"]
     summary.skipped = [t.id for t in grid.trials if statuses.get(t.id) == "done"]
+    warn_other_versions(grid, store, console, versions)
     run_id = store.begin_run(grid.settings.run.name, str(grid.path), grid.text, __version__)
     status = "interrupted"
     progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
@@ -178,7 +200,7 @@ def _run_trials(grid: Grid, store: Store, out: Path, plugins: Plugins, console: 
                 ctx.dataset_root(data)
             for trial in schedule(todo, store, summary, run_id, poll_s):
                 progress.update(overall, description=trial.label())
-                _run_one(trial, ctx, store, run_id, summary, console)
+                _run_one(trial, ctx, store, run_id, summary, console, versions)
                 progress.update(overall, completed=len(summary.done) + len(summary.failed) + len(summary.elsewhere))
         status = "failed" if summary.failed else "done"
     finally:
@@ -188,7 +210,8 @@ def _run_trials(grid: Grid, store: Store, out: Path, plugins: Plugins, console: 
     return summary
 
 
-def _run_one(trial: Trial, ctx: TrialContext, store: Store, run_id: int, summary: RunSummary, console: Console) -> None:
+def _run_one(trial: Trial, ctx: TrialContext, store: Store, run_id: int, summary: RunSummary, console: Console,
+             versions: Versions | None = None) -> None:
     if not claim(store, trial, run_id):
         status = store.statuses([trial.id]).get(trial.id)
         (summary.skipped.append if status == "done" else summary.elsewhere.append)(trial.id)
@@ -209,7 +232,7 @@ def _run_one(trial: Trial, ctx: TrialContext, store: Store, run_id: int, summary
         return
     beat.stop()
     try:
-        store.finish(trial.id, result, time.time() - start)
+        store.finish(trial.id, result, time.time() - start, versions)
     except KeyboardInterrupt:  # the transaction rolled back: the trial is not done, give it back
         store.release(trial.id)
         raise

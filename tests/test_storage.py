@@ -167,3 +167,37 @@ def test_schema_versions_newer_refused_older_read_then_upgraded(db_url):
         assert "checks" in {c["name"] for c in inspector.get_columns("trials")}
         assert "ix_metrics_phase_metric_trial" in {i["name"] for i in inspector.get_indexes("metrics")}
     assert Store(db_url, read_only=True).statuses() == {}
+
+
+def test_versions_are_stored_read_by_old_readers_as_null_and_added_by_an_upgrade(db_url, tmp_path):
+    """Schema 4 added trials.versions: a database of schema 3 (without it) is read as it is, its trials'
+    versions unknown; a writer adds the column, keeps every trial, and stores versions from then on."""
+    store = Store(db_url)
+    run = store.begin_run("t", "grid.toml", "", "0")
+    store.claim("old", "train", "old", {"seed": 0}, None, run, "0")
+    store.finish("old", TrialResult(metrics=[MetricRow(Phase.CLEAN, "t", "error", 0.5)]), 1.0)
+    store.engine.dispose()
+    _sql(db_url, "ALTER TABLE trials DROP COLUMN versions", "UPDATE mtbench_meta SET value = '3'")
+
+    reader = Store(db_url, read_only=True)  # an older database: read, not refused, not upgraded
+    assert reader.absent == {"trials.versions"}
+    assert reader.versions() == {"old": ("old", None)}
+    assert reader.trial("old")["versions"] is None and reader.trial("old")["status"] == "done"
+    assert load_frames(db_url).trials["versions"].to_pylist() == [None]
+    export_parquet(reader, tmp_path / "old")
+    import pyarrow.parquet as pq
+
+    assert pq.read_schema(tmp_path / "old" / "trials.parquet").field("versions").type == "string"
+    reader.engine.dispose()
+    with _inspector(db_url) as inspector:
+        assert "versions" not in {c["name"] for c in inspector.get_columns("trials")}
+    assert _sql(db_url, "SELECT value FROM mtbench_meta") == [("3",)]
+
+    writer = Store(db_url)  # upgrades: adds the column, nothing lost
+    assert _sql(db_url, "SELECT value FROM mtbench_meta") == [(str(SCHEMA_VERSION),)] and SCHEMA_VERSION >= 4
+    versions = {"mtbench": "9.9", "torch": "2.5.1", "plugins": {"mtbench-foo": "1.0"}}
+    writer.claim("new", "train", "new", {"seed": 1}, None, run, "0")
+    writer.finish("new", TrialResult(metrics=[MetricRow(Phase.CLEAN, "t", "error", 0.25)]), 1.0, versions)
+    assert writer.versions() == {"old": ("old", None), "new": ("new", versions)}
+    assert _sql(db_url, "SELECT count(*) FROM metrics") == [(2,)]
+    writer.engine.dispose()

@@ -62,7 +62,9 @@ def report(
         _write_text(target, built.html())
         say(console, f"report written to {target}")
         return
-    text = render(built.sections, fmt.value, console)
+    text = render(built.text_sections(fmt.value), fmt.value, console)
+    if text is None and built.made_with_line():  # a terminal table: the versions fit on one line
+        say(console, built.made_with_line(), style="dim")
     if text is not None and output:
         _write_text(output, text)
     elif text is not None:

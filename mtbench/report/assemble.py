@@ -83,13 +83,29 @@ class Report:
     sections: list[Section]
     frames: Frames
     figures: list[Figure] = field(default_factory=list)
+    made_with: Section | None = None
+    """The versions the trials were made with (:mod:`mtbench.report.made_with`): every report ends with it."""
+
+    def text_sections(self, fmt: str) -> list[Section]:
+        """What a text report renders: the sections, then the versions they were made with, except in a
+        terminal table when all trials agree: that is one line (:meth:`made_with_line`), printed after."""
+        if self.made_with is None or (fmt == "table" and self.made_with_line()):
+            return self.sections
+        return [*self.sections, self.made_with]
+
+    def made_with_line(self) -> str | None:
+        """``Made with mtbench 0.1.0, torch ...  (12 done trials)`` when every done trial agrees, else None."""
+        rows = self.made_with.rows if self.made_with is not None else []
+        if len(rows) != 1 or "versions" not in rows[0]:
+            return None
+        return f"Made with {rows[0]['versions']} ({rows[0]['trials']} done trials)"
 
     def html(self) -> str:
         """One self-contained HTML page."""
         from mtbench import __version__
         from mtbench.report.html import html_report
 
-        return html_report(self.sections, self.figures, self.frames, __version__)
+        return html_report(self.sections, self.figures, self.frames, __version__, self.made_with)
 
 
 def parse_filters(eps: str | None, metric: str, **narrowing: Any) -> Filters:
@@ -131,7 +147,9 @@ def cut(sections: list[Section], limit: int) -> None:
 def build_report(frames: Frames, f: Filters, views: Iterable[str], limit: int = 0, plots: Path | None = None,
                  html: bool = False) -> Report:
     """The report of these views; figures are drawn into ``plots``, or a temporary folder for an HTML page."""
-    report = Report(sections_for(frames, f, views), frames)
+    from mtbench.report.made_with import made_with
+
+    report = Report(sections_for(frames, f, views), frames, made_with=made_with(frames))
     cut(report.sections, limit)
     if plots or html:
         import tempfile

@@ -76,7 +76,7 @@ def _from_sql(url: str) -> Frames:
             return _arrow(c, query)
 
     with store.guard(), engine.connect() as c:
-        return Frames(trials=flatten(_arrow(c, trial_info_query())), models=_arrow(c, select(models)),
+        return Frames(trials=flatten(_arrow(c, trial_info_query(store.absent))), models=_arrow(c, select(models)),
                       runs=_arrow(c, select(runs)), read_metrics=read_metrics, read_samples=read_samples)
 
 

@@ -23,9 +23,11 @@ img { max-width: 100%; } pre { background: #f7f7f7; padding: 1em; overflow-x: au
 """
 
 
-def html_report(sections: Sequence[Section], figures: Sequence[Figure], frames: Frames, version: str) -> str:
+def html_report(sections: Sequence[Section], figures: Sequence[Figure], frames: Frames, version: str,
+                made_with: Section | None = None) -> str:
     body = [f"<h1>mtbench report</h1><p>mtbench {html.escape(version)}, written "
             f"{time.strftime('%Y-%m-%d %H:%M:%S')}; {frames.trials.num_rows} trials.</p>"]
+    body += _made_with(made_with)
     body += [html_table(s) for s in sections if s.rows]
     body += [f"<h2>{html.escape(s.title)}</h2><p class=\"note\">nothing yet</p>" for s in sections if not s.rows]
     for fig in figures:
@@ -39,3 +41,15 @@ def html_report(sections: Sequence[Section], figures: Sequence[Figure], frames: 
                     f"<pre>{html.escape(run['grid_text'] or '')}</pre>")
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>mtbench report</title>"
             f"<style>{STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def _made_with(section: Section | None) -> list[str]:
+    """The versions the results were made with, in the page's header: a line when all trials agree,
+    else the table of the distinct sets."""
+    if section is None or not section.rows:
+        return []
+    if len(section.rows) == 1 and "versions" in section.rows[0]:
+        row = section.rows[0]
+        return [f"<p class=\"made-with\"><b>Made with</b> {html.escape(str(row['versions']))} "
+                f"({row['trials']} done trials).</p>"]
+    return [html_table(section)]

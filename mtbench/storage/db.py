@@ -13,12 +13,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import delete, insert, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy import Table, delete, insert, null, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from mtbench.configs import TrialConfig, parse_config
 from mtbench.errors import MtbenchError
+from mtbench.provenance import Versions, dumps, loads
 from mtbench.results import TrialResult, TrialStatus
 from mtbench.storage.opening import DatabaseMissing, database_error, display_name, integrity_problems, open_engine
 from mtbench.storage.schema import metadata, metrics, models, runs, samples, trials
@@ -58,9 +58,17 @@ class Store:
         self.name = display_name(url)
         self.read_only = read_only
         try:
-            self.engine: Engine = open_engine(url, read_only)
+            self.engine, self.absent = open_engine(url, read_only)
         except (SQLAlchemyError, OSError, sqlite3.Error) as exc:
             raise database_error(self.name, exc, "read" if read_only else "open") from None
+
+    def column(self, table: Table, name: str) -> Any:
+        """A column to select: one that an older database (read as it is) lacks comes as NULL."""
+        return null().label(name) if f"{table.name}.{name}" in self.absent else table.c[name]
+
+    def columns(self, table: Table) -> list[Any]:
+        """Every column of the table, to select (see :meth:`column`)."""
+        return [self.column(table, c.name) for c in table.columns]
 
     @contextmanager
     def guard(self, doing: str = "read") -> Iterator[None]:
@@ -114,7 +122,7 @@ class Store:
     @_guarded("read")
     def trial(self, trial_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as c:
-            row = c.execute(select(trials).where(trials.c.id == trial_id)).mappings().first()
+            row = c.execute(select(*self.columns(trials)).where(trials.c.id == trial_id)).mappings().first()
         return dict(row) if row else None
 
     def trial_config(self, trial_id: str) -> TrialConfig:
@@ -155,9 +163,21 @@ class Store:
                                .values(attempts=trials.c.attempts + 1, **values))
             return result.rowcount == 1
 
+    @_guarded("read")
+    def versions(self, ids: Iterable[str] | None = None, status: str = TrialStatus.DONE.value
+                 ) -> dict[str, tuple[str | None, Versions | None]]:
+        """Trial id -> (label, the versions it was made with; None: unknown, stored before they were
+        recorded) of the trials with this status (among ``ids``)."""
+        q = select(trials.c.id, trials.c.label, self.column(trials, "versions")).where(trials.c.status == status)
+        if ids is not None:
+            q = q.where(trials.c.id.in_(list(ids)))
+        with self.engine.connect() as c:
+            return {tid: (label, loads(text)) for tid, label, text in c.execute(q).all()}
+
     @_guarded("write")
-    def finish(self, trial_id: str, result: TrialResult, duration_s: float) -> None:
-        """Store everything a trial produced and mark it done, in one transaction."""
+    def finish(self, trial_id: str, result: TrialResult, duration_s: float, versions: Versions | None = None) -> None:
+        """Store everything a trial produced and mark it done, in one transaction; ``versions``
+        (:func:`mtbench.provenance.current`) are what it was made with."""
         with self.engine.begin() as c:
             for table in (metrics, samples, models):
                 key = table.c.trial_id
@@ -171,7 +191,7 @@ class Store:
             c.execute(update(trials).where(trials.c.id == trial_id).values(
                 status=TrialStatus.DONE.value, finished_at=time.time(), duration_s=duration_s,
                 checks=json.dumps(result.checks) if result.checks is not None else None,
-                suspect=result.suspect, error=None))
+                suspect=result.suspect, error=None, versions=dumps(versions)))
 
     @_guarded("write")
     def fail(self, trial_id: str, error: str) -> None:
@@ -218,7 +238,7 @@ class Store:
     def table_rows(self, name: str) -> list[dict[str, Any]]:
         table = metadata.tables[name]
         with self.engine.connect() as c:
-            return [dict(r) for r in c.execute(select(table)).mappings()]
+            return [dict(r) for r in c.execute(select(*self.columns(table))).mappings()]
 
     @_guarded("read")
     def integrity_ok(self, quick: bool = False) -> bool:

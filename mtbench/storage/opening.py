@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError
 
 from mtbench.errors import MtbenchError
-from mtbench.storage.schema import RESULT_TABLES, SCHEMA_VERSION, meta, metadata
+from mtbench.storage.schema import READERS_MAY_LACK, RESULT_TABLES, SCHEMA_VERSION, meta, metadata
 
 WRITE_COMMANDS = "`mtbench run`, `mtbench worker` or `mtbench advise`"
 
@@ -36,6 +36,10 @@ class DatabaseState:
     """The schema version; None for a database without any table (a writer may create one there)."""
     missing: list[tuple[Table, Column | None]] = field(default_factory=list)
     """Tables (column None) and columns this mtbench has that the database lacks."""
+
+    def absent(self) -> frozenset[str]:
+        """``table.column`` of the missing columns that a reader reads as NULL (``READERS_MAY_LACK``)."""
+        return frozenset(f"{t.name}.{c.name}" for t, c in self.missing if _readers_may_lack(c))
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -87,8 +91,10 @@ def integrity_problems(connection: Connection, quick: bool = False) -> list[str]
     return [] if rows == ["ok"] else rows
 
 
-def open_engine(url: str, read_only: bool) -> Engine:
-    """An engine on ``url``, after checking that the database is one this mtbench may read or write."""
+def open_engine(url: str, read_only: bool) -> tuple[Engine, frozenset[str]]:
+    """An engine on ``url``, after checking that the database is one this mtbench may read or write,
+    and the ``table.column`` names a reader must read as NULL (an older database, read as it is;
+    always empty for a writer, which upgrades)."""
     name, path = display_name(url), sqlite_path(url)
     if path is None and make_url(url).get_backend_name() == "sqlite":  # in memory: always new
         if read_only:
@@ -105,7 +111,7 @@ def open_engine(url: str, read_only: bool) -> Engine:
             state = inspect_database(reader, name)
             if read_only:
                 _check_readable(state, name)
-                return reader
+                return reader, state.absent()
         except BaseException:
             reader.dispose()
             raise
@@ -116,7 +122,7 @@ def open_engine(url: str, read_only: bool) -> Engine:
     except BaseException:
         engine.dispose()
         raise
-    return engine
+    return engine, frozenset()
 
 
 def _reader_engine(url: str, path: Path | None) -> Engine:
@@ -196,10 +202,15 @@ def _check_readable(state: DatabaseState, name: str) -> None:
     """Readers never migrate: an older schema is read as it is, unless it lacks something needed."""
     if state.version is None:
         raise DatabaseMissing(f"{name}: an empty database, not an mtbench one yet (run `mtbench run` first)")
-    needed = [(t, c) for t, c in state.missing if t is not meta]
+    needed = [(t, c) for t, c in state.missing if t is not meta and not _readers_may_lack(c)]
     if needed:
         raise MtbenchError(f"{name}: made by an older mtbench (schema version {state.version}) and lacks "
                            f"{_names(needed)}; run {WRITE_COMMANDS} on it once to upgrade it, then read it")
+
+
+def _readers_may_lack(column: Column | None) -> bool:
+    """A column added later that readers of an older database read as NULL (not a missing table)."""
+    return column is not None and bool(column.info.get(READERS_MAY_LACK))
 
 
 def _names(items: list[tuple[Table, Column | None]]) -> str:

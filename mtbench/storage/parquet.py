@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mtbench.storage.files import write_files
-from mtbench.storage.schema import metadata
+from mtbench.storage.schema import READERS_MAY_LACK, metadata
 
 TABLES = ("runs", "trials", "models", "metrics", "samples")
 
@@ -27,9 +27,13 @@ def export_parquet(store, folder: Path) -> list[Path]:
 
 
 def _arrow_table(store, name: str) -> pa.Table:
+    """Every column of the table; one added later (``trials.versions``) is text even where all its
+    values are NULL (an older database), so that the mirror's schema does not depend on the data."""
     rows = store.table_rows(name)
-    columns = [c.name for c in metadata.tables[name].columns]
-    return pa.Table.from_pydict({c: [r[c] for r in rows] for c in columns})
+    columns = metadata.tables[name].columns
+    return pa.Table.from_pydict({c.name: pa.array([r[c.name] for r in rows],
+                                                  type=pa.string() if c.info.get(READERS_MAY_LACK) else None)
+                                 for c in columns})
 
 
 def read_parquet(folder: Path, name: str) -> list[dict[str, Any]]:

@@ -12,9 +12,14 @@ from sqlalchemy import BigInteger, Boolean, Column, Float, ForeignKey, Index, In
 
 metadata = MetaData()
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """1: the five tables below; 2: adds ``mtbench_meta`` and the metrics (phase, metric, trial) index;
-3: trial ids follow the written trial-id policy (``mtbench.configs``; ``mtbench.storage.migrate``)."""
+3: trial ids follow the written trial-id policy (``mtbench.configs``; ``mtbench.storage.migrate``);
+4: ``trials.versions``, the versions a finished trial was made with (``mtbench.provenance``)."""
+
+READERS_MAY_LACK = "readers_may_lack"
+"""``Column.info`` flag: a column added later that readers of an older database read as NULL
+(instead of asking for an upgrade), since nothing stored before could have filled it."""
 
 meta = Table(
     "mtbench_meta", metadata,
@@ -55,6 +60,8 @@ trials = Table(
     Column("error", Text),
     Column("checks", Text),
     Column("suspect", Boolean, default=False),
+    # JSON of mtbench.provenance.current() when the trial finished; NULL: stored before schema 4 (unknown)
+    Column("versions", Text, info={READERS_MAY_LACK: True}),
 )
 
 models = Table(

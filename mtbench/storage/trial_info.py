@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
-from sqlalchemy import select
+from sqlalchemy import null, select
 
 from mtbench.configs import CONFIG_TYPES
 from mtbench.storage.schema import trials
@@ -53,17 +53,24 @@ def _config_fields() -> dict[str, tuple[str, pa.DataType]]:
 CONFIG_FIELDS = _config_fields()
 """Report column -> (JSON key in the trial config, Arrow type), derived from ``mtbench.configs``."""
 STATUS_COLUMNS = ("id", "kind", "status", "suspect", "run_id", "duration_s")
+VERSIONS = "versions"
+"""The versions a trial was made with (JSON, ``mtbench.provenance``); NULL where unknown."""
 
 
-def trial_info_query():
-    """The status columns and the raw config of every trial."""
-    return select(*(trials.c[c] for c in STATUS_COLUMNS), trials.c.config)
+def trial_info_query(absent: frozenset[str] = frozenset()):
+    """The status columns, the versions and the raw config of every trial; ``absent``: the columns an
+    older database lacks (``Store.absent``), read as NULL."""
+    versions = null().label(VERSIONS) if f"trials.{VERSIONS}" in absent else trials.c[VERSIONS]
+    return select(*(trials.c[c] for c in STATUS_COLUMNS), versions, trials.c.config)
 
 
 def flatten(table: pa.Table) -> pa.Table:
-    """Add the ``CONFIG_FIELDS`` columns to a trials table (the raw ``config`` stays, last)."""
+    """Add the ``CONFIG_FIELDS`` columns to a trials table (the versions, as text, and the raw
+    ``config`` stay, last); a table without versions (an older Parquet mirror) gets them as NULL."""
     keep = [c for c in STATUS_COLUMNS if c in table.column_names]
     out = table.select(keep)
+    versions = table[VERSIONS].cast(pa.string()) if VERSIONS in table.column_names else \
+        pa.nulls(table.num_rows, pa.string())
     schema = pa.schema([(key, kind) for key, kind in CONFIG_FIELDS.values()])
     if table.num_rows:
         text = "\n".join(table["config"].to_pylist()).encode()
@@ -76,4 +83,5 @@ def flatten(table: pa.Table) -> pa.Table:
         if pa.types.is_list(values.type):
             values = pc.binary_join(values, LIST_SEPARATORS.get(column, ","))
         out = out.append_column(column, values)
+    out = out.append_column(VERSIONS, versions)
     return out.append_column("config", table["config"]) if "config" in table.column_names else out
