@@ -87,9 +87,10 @@ class Report:
     """The versions the trials were made with (:mod:`mtbench.report.made_with`): every report ends with it."""
 
     def text_sections(self, fmt: str) -> list[Section]:
-        """What a text report renders: the sections, then the versions they were made with, except in a
-        terminal table when all trials agree: that is one line (:meth:`made_with_line`), printed after."""
-        if self.made_with is None or (fmt == "table" and self.made_with_line()):
+        """What a text report renders: the sections, then the versions they were made with in the formats
+        people read (markdown; a terminal table, where it is one line, :meth:`made_with_line`, printed
+        after, when all trials agree). JSON and CSV keep their shape: only the sections asked for."""
+        if self.made_with is None or fmt in ("json", "csv") or (fmt == "table" and self.made_with_line()):
             return self.sections
         return [*self.sections, self.made_with]
 
