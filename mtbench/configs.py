@@ -130,6 +130,8 @@ class TrainConfig(Config):
     lr_drop_epochs: tuple[int, ...] = added((), "the epochs after which the lr drops x0.1 (instead of lr_milestones)")
     schedule: str | None = added(None, "the named recipe (mtbench.recipes) the optimiser settings come from")
     snapshots: tuple[int, ...] = execution((), "epochs whose weights are kept besides the trained model's")
+    architecture: str = added("", "the encoder plugin's revision (EncoderSpec.revision): models of other "
+                                  "layers are other models")
     seed: int = seed("training seed: weight init and data order")
     data: DataConfig
     amp: bool = False

@@ -66,8 +66,9 @@ def check_defaults(plugins: Plugins) -> None:
 PAPER_ADAPTIVE_ATTACK = "apgd-linf"
 """The paper's Auto-PGD (the ``apgd`` column of its Table 2; an adaptive attack of ``mtbench claims``)."""
 
-WGD_OBJECTIVE = "relative"
-"""The objective that makes PGD the paper's WGD: each loss divided by its value at the start."""
+WGD_OBJECTIVE = "wgd-original"
+"""The objective that makes PGD the paper's WGD as its code computed it: each task's loss divided by its
+batch mean at the attack's start (``relative`` divides each sample by its own clean loss instead)."""
 
 SUMMED_OBJECTIVES = ("sum", "single")
 """Plain objectives whose value is the attacked tasks' summed loss, which the first-order theory predicts."""

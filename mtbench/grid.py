@@ -148,7 +148,10 @@ def load_grid_text(text: str, path: Path, plugins: Plugins) -> Grid:
     if problems or settings is None:
         raise ConfigError(sorted(set(problems), key=problems.index))
     problems = check_settings(settings, plugins, path)
-    trials, expansion_problems = _expand(settings, plugins, path)
+    try:
+        trials, expansion_problems = _expand(settings, plugins, path)
+    except ConfigError as exc:  # a weighting that gives no weights: check_settings has said why
+        trials, expansion_problems = [], [] if problems else [(f"{path.name}: {k}", m) for k, m in exc.problems]
     problems += expansion_problems
     if problems:
         raise ConfigError(sorted(set(problems), key=problems.index))
@@ -456,7 +459,8 @@ def _train_configs(g: GridModel, data: DataConfig, plugins: Plugins) -> list[Tra
         configs.append(TrainConfig(
             encoder=encoder, tasks=tasks, codes=[plugins.tasks.get(t).code for t in tasks], weighting=label,
             weights=weights, epochs=g.train.epochs, batch_size=g.train.batch_size, **optimizer_settings(g.train),
-            snapshots=g.train.snapshots, seed=seed, data=data, amp=g.train.amp, channels_last=g.train.channels_last,
+            snapshots=g.train.snapshots, architecture=plugins.encoders.get(encoder).revision, seed=seed, data=data,
+            amp=g.train.amp, channels_last=g.train.channels_last,
             loss_options={plugins.tasks.resolve(k): v for k, v in sorted(g.train.loss_options.items())
                           if plugins.tasks.resolve(k) in tasks}))
     return configs

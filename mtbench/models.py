@@ -129,19 +129,9 @@ def _write_safetensors(state: Mapping[str, torch.Tensor], path: Path) -> None:
         raise OSError(str(exc)) from None
 
 
-def snapshot_path(checkpoint: Path, epoch: int) -> Path:
-    """Where a training trial keeps its weights at ``epoch``: beside its final checkpoint."""
-    checkpoint = Path(checkpoint)
-    return checkpoint.with_name(f"{checkpoint.stem}.epoch{epoch}{checkpoint.suffix}")
-
-
-def stored_snapshots(checkpoint: Path) -> dict[int, str]:
-    """Epoch -> SHA-256 of the snapshots a final checkpoint's config lists (none for older checkpoints)."""
-    try:
-        config = json.loads(Path(checkpoint).with_suffix(".json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return {int(epoch): sha for epoch, sha in (config.get("snapshots") or {}).items()}
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a checkpoint file, as stored with its training trial."""
+    return _sha256(Path(path))
 
 
 def load_checkpoint(path: Path, sha256: str | None = None, plugins: Plugins | None = None,

@@ -187,6 +187,9 @@ class EncoderSpec:
     build_decoder: Callable[[int], nn.Module]
     """``build_decoder(task_channels)``: a head from the encoder's features to input resolution."""
     description: str = ""
+    revision: str = ""
+    """Change it whenever the encoder's or its decoders' layers change: it is part of a training trial's id,
+    so models stored with other layers are never taken for these (nor their checkpoints loaded into them)."""
 
 
 @dataclass(frozen=True)

@@ -278,7 +278,8 @@ CASES = [
     Case("worker without a run to join", None, ["worker", "--out", "{tmp}/empty"], 2, ["no run in this database"]),
     Case("unknown command", None, ["frobnicate"], 2, ["No such command"]),
     # faults inside a trial: the trial fails, the rest stays
-    Case("NaN loss in training", grid_text(train='lr = 10\noptimizer = "sgd"\nweighting = [{d = 1000000}]')
+    Case("NaN loss in training",
+         grid_text(train='lr = 10\noptimizer = "sgd"\nmomentum = 0.99\nweighting = [{d = 1000000}]')
          .replace("epochs = 1", "epochs = 4"), RUN, 1,
          ["training loss became"], fresh=True),
 ]

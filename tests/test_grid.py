@@ -102,12 +102,13 @@ def test_trial_id_is_a_hash_of_the_identity(write_grid, plugins):
 
 def test_weightings(write_grid, plugins):
     text = TINY_GRID.replace("epochs = 1",
-                             'epochs = 1\nweighting = ["uniform", "sum", "optimal", {{s = 1.0, d = 0.5}}]')
+                             'epochs = 1\nweighting = ["uniform", "sum", "optimal", "main-aux", {{s = 1.0, d = 0.5}}]')
     grid = load_grid(write_grid(text, task_sets='["sd"]'), plugins)
     weights = {t.config.weighting: t.config.weights for t in grid.train_trials}
     assert weights["uniform"] == {"segment_semantic": 0.5, "depth_zbuffer": 0.5}
     assert weights["sum"] == {"segment_semantic": 1.0, "depth_zbuffer": 1.0}
-    assert weights["optimal"] == {"segment_semantic": 1.0, "depth_zbuffer": 0.1}
+    assert weights["optimal"] == {"segment_semantic": 1.0, "depth_zbuffer": 0.01}  # Appendix B: s with d
+    assert weights["main-aux"] == {"segment_semantic": 1.0, "depth_zbuffer": 0.1}  # train.aux_weight
     assert weights["explicit"] == {"segment_semantic": 1.0, "depth_zbuffer": 0.5}
 
 

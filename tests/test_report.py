@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from helpers import run_cli
 
+from mtbench.defaults import WGD_OBJECTIVE
 from mtbench.report import Filters, leaderboard, load_frames, paper
 from mtbench.storage import Store, export_parquet
 from mtbench.storage.fixture import ResultsWriter
@@ -40,7 +41,7 @@ def known_db(tmp_path) -> Path:
     w.add_attack(s, "s", {S: 0.3}, eps=4 / 255)
     w.add_attack(s, "s", {S: 0.2}, attack="pgd-l2", eps=0.5)
     w.add_attack(sd0, "sd", {S: 0.5, D: 1.4}, attack="apgd-linf")
-    w.add_attack(sd0, "sd", {S: 0.45, D: 1.3}, objective="relative")
+    w.add_attack(sd0, "sd", {S: 0.45, D: 1.3}, objective=WGD_OBJECTIVE)
     w.flush()
     export_parquet(store, out / "parquet")
     return out
@@ -89,7 +90,9 @@ def test_table2_and_per_encoder(known_db):
     frames = load_frames(str(known_db))
     (t2,) = paper.table2(frames, Filters())
     row = next(r for r in t2.rows if r["main"] == "s" and r["aux"] == "d")
-    assert row["pgd"] == 0.3 and row["apgd"].startswith("0.5 (paper") and row["wgd"].startswith("0.45 (paper")
+    wgd = f"pgd-linf/{WGD_OBJECTIVE}"
+    assert row["pgd-linf/sum"] == 0.3 and row["apgd-linf/sum"].startswith("0.5 (paper")
+    assert row[wgd].startswith("0.45 (paper")
     (enc,) = paper.per_encoder(frames, Filters())
     # seed 0 was attacked on s and on s+d, seed 1 on s only: each row's numbers come from the same
     # trained models (before: seed 0's clean error beside seed 1's v_single, in one row)
@@ -130,7 +133,7 @@ def test_paper_tables_average_seeds_of_one_setting_only(two_settings_db):
     assert [s.note.split("; ")[-1] for s in sorted(single, key=lambda s: s.title)] == [
         "each cell: mean over 2 seed(s)", "each cell: mean over 1 seed(s)", "each cell: mean over 1 seed(s)"]
     (t2,) = paper.table2(frames, Filters())  # the other settings have no apgd column to compare
-    assert [(r["aux"], r["pgd"], r["apgd"].split(" ")[0]) for r in t2.rows] == [("d", 0.4, "0.6")]
+    assert [(r["aux"], r["pgd-linf/sum"], r["apgd-linf/sum"].split(" ")[0]) for r in t2.rows] == [("d", 0.4, "0.6")]
     assert "each cell: mean over 2 seed(s)" in t2.note
 
 

@@ -47,7 +47,7 @@ def clean_metrics(db) -> dict:
 
 def test_nan_loss_fails_the_trial_with_a_clear_error(tmp_path):
     grid = tmp_path / "grid.toml"
-    grid.write_text(GRID.format(epochs=3, lr='10\noptimizer = "sgd"\nweighting = [{d = 1000000}]'))  # diverges
+    grid.write_text(GRID.format(epochs=4, lr='10\noptimizer = "sgd"\nmomentum = 0.99\nweighting = [{d = 1000000}]'))
     result = run_cli("run", str(grid), "--out", str(tmp_path / "r"))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "training loss became" in result.stderr and "lower the lr" in result.stderr

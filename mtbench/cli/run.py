@@ -41,6 +41,10 @@ def run(grid: Annotated[Path, typer.Argument(help="grid file (TOML)")], out: Out
     if dry_run:
         opened = store(out, db, missing_ok=True)
         _check_snapshots(g, opened, out)
+        if opened is not None:
+            from mtbench.runner import warn_other_versions
+
+            warn_other_versions(g, opened, err_console)
         return _print_plan_json(g, opened) if plan_format == "json" else _print_plan(g, opened)
     from mtbench.runner import check_data
 

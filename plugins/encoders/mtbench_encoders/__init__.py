@@ -23,6 +23,7 @@ def _resnet(name: str, channels: int, description: str) -> EncoderSpec:
     return EncoderSpec(
         name=name, out_channels=channels, stride=32, build=partial(resnet_trunk, name),
         build_decoder=partial(ResNetDecoder, channels, stride=32), description=description,
+        revision="mtrobust-decoder",
     )
 
 
@@ -35,6 +36,7 @@ ENCODERS = (
         name="xception", out_channels=XceptionTaskonomySmall.out_channels, stride=XceptionTaskonomySmall.stride,
         build=XceptionTaskonomySmall, build_decoder=XceptionDecoder,
         description="Standley et al.'s small Taskonomy Xception with its own decoder (stride 16)",
+        revision="taskgrouping-small",
     ),
 )
 
