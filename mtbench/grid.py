@@ -33,6 +33,7 @@ from mtbench.settings import (
     TrainSection,
     Weighting,
 )
+from mtbench.specs import TaskSpec
 
 
 @dataclass(frozen=True)
@@ -187,10 +188,13 @@ def check_settings(g: GridModel, plugins: Plugins, path: Path = Path("grid")) ->
     for key, options in g.train.loss_options.items():
         task = plugins.tasks.get(plugins.tasks.resolve(key))
         accepted = _keyword_arguments(task.loss)
-        for option in options:
-            if accepted is not None and option not in accepted:
-                add(f"train.loss_options.{key}.{option}", f"the loss of task {task.name!r} has no option "
-                                                          f"{option!r} (it takes: {', '.join(accepted) or 'none'})")
+        unknown = [o for o in options if accepted is not None and o not in accepted]
+        for option in unknown:
+            add(f"train.loss_options.{key}.{option}", f"the loss of task {task.name!r} has no option "
+                                                      f"{option!r} (it takes: {', '.join(accepted) or 'none'})")
+        refused = None if unknown else _loss_refuses(task, options)
+        if refused:
+            add(f"train.loss_options.{key}", f"the loss of task {task.name!r} refuses {options}: {refused}")
     for i, w in enumerate(g.train.weighting):
         for tasks in task_sets if w == "optimal" else []:
             if len(tasks) > 1 and _optimal_pair(tasks, plugins) is None:
@@ -226,6 +230,20 @@ def _schedule_problems(g: GridModel) -> list[tuple[str, str]]:
         problems += [(f"attack[{i}].epochs", f"the models keep no snapshot at epoch {e}: add {e} to train.snapshots "
                                               f"(they keep epochs {kept})") for e in a.epochs or [] if e not in kept]
     return problems
+
+
+def _loss_refuses(task: TaskSpec, options: dict[str, Any]) -> str | None:
+    """Call the loss once on a blank 2x2 batch with the options, so that a value it refuses (a class
+    weighting it does not know) is reported now, not by every training trial."""
+    import torch
+
+    pred = torch.zeros(1, task.channels, 2, 2)
+    target = torch.zeros(1, 1 if task.classification else task.channels, 2, 2)
+    try:
+        task.loss(pred, target, torch.ones(1, 1, 2, 2, dtype=torch.bool), **options)
+    except Exception as exc:  # a plugin's loss may raise anything; each trial would fail the same way
+        return str(exc)
+    return None
 
 
 def _keyword_arguments(fn: Any) -> list[str] | None:

@@ -225,6 +225,8 @@ CASES = [
          ["train.weighting[0]", "'normal' is in no task set"]),
     Case("unknown loss option", grid_text(train="loss_options = {d = {smoothing = 0.1}}"), DRY, 2,
          ["train.loss_options.d.smoothing", "no option 'smoothing'", "reduction"]),
+    Case("unknown class weighting", grid_text(train='loss_options = {s = {class_weights = "papr"}}'), DRY, 2,
+         ["train.loss_options.s", "refuses", "'papr'", "mtrobust"]),
     Case("split file and buildings", grid_text(data='split_file = "s.csv"\ntest_buildings = ["b"]'), DRY, 2,
          ["data.split_file", "not both"]),
     Case("point split of synthetic data", grid_text(data="point_split = 10"), DRY, 2,
