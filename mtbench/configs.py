@@ -20,6 +20,7 @@ re-keys the trials it holds (``mtbench.storage.migrate``), once.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from enum import Enum
@@ -237,3 +238,54 @@ def parse_config(kind: str, record: str | dict[str, Any]) -> TrialConfig:
     """A stored configuration (JSON text or dict) back as its typed configuration."""
     data = json.loads(record) if isinstance(record, str) else record
     return CONFIG_TYPES[TrialKind(kind)].model_validate(data)  # type: ignore[return-value]
+
+
+PARENT_KEYS = ("model", "source_model")
+"""Config keys that name another trial (a trained model): a setting holds that trial's setting instead."""
+
+
+def setting_part(kind: str | None, config: dict[str, Any], with_seeds: bool = False) -> dict[str, Any]:
+    """A stored config (``record()``'s JSON) less what the id policy leaves out of a setting: its seeds
+    (nested ones too: the data seed), its execution fields and added fields at their default. Parent
+    ids stay as they are (see :func:`setting_id`). An unknown kind loses only its ``seed``."""
+    config_type = CONFIG_TYPES.get(TrialKind(kind)) if kind in TrialKind._value2member_map_ else None
+    return _part(config, config_type, with_seeds)
+
+
+def _part(config: dict[str, Any], config_type: type[Config] | None, with_seeds: bool) -> dict[str, Any]:
+    seeds, skip, defaults, nested = _policy(config_type) if config_type else (frozenset({"seed"}), frozenset(), {}, {})
+    skip = skip if with_seeds else skip | seeds
+    return {k: _part(v, nested[k], with_seeds) if k in nested and isinstance(v, dict) else v
+            for k, v in config.items() if k not in skip and not (k in defaults and v == defaults[k])}
+
+
+@functools.cache
+def _policy(config_type: type[Config]) -> tuple[frozenset[str], frozenset[str], dict[str, Any], dict[str, type]]:
+    """From a config class's field roles: its seeds, its execution fields, the added ones with their
+    JSON default (absent from the id while at it), and the nested configs."""
+    seeds, skip, defaults, nested = set(), set(), {}, {}
+    for name, info in config_type.model_fields.items():
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        if extra.get("role") == Role.SEED.value:
+            seeds.add(name)
+        if extra.get("role") == Role.EXECUTION.value:
+            skip.add(name)
+        if extra.get("added"):
+            defaults[name] = json.loads(json.dumps(info.default))
+        if isinstance(info.annotation, type) and issubclass(info.annotation, Config):
+            nested[name] = info.annotation
+    return frozenset(seeds), frozenset(skip), defaults, nested
+
+
+def setting_id(kind: str | None, config: dict[str, Any] | Config, parent_setting_ids: dict[str, str]) -> str:
+    """A trial's **setting id**: the hash of its resolved config less its seeds and execution keys
+    (:func:`setting_part`), where ``model`` and ``source_model`` (trial ids, which hash the parent's
+    seed) are replaced by the parents' setting ids (``parent_setting_ids``: trial id -> setting id; a
+    parent missing there keeps its trial id). Trials of one setting differ only in their seeds: only
+    they may be averaged. The one place this is computed: the store writes it, the report reads it."""
+    record = config.record() if isinstance(config, Config) else config
+    part = setting_part(kind, record)
+    for k in PARENT_KEYS:
+        if part.get(k) is not None:
+            part[k] = {"setting": parent_setting_ids.get(part[k], part[k])}
+    return _digest(part)

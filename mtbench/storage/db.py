@@ -16,10 +16,11 @@ from typing import Any, TypeVar
 from sqlalchemy import Table, delete, insert, null, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from mtbench.configs import TrialConfig, parse_config
+from mtbench.configs import PARENT_KEYS, TrialConfig, parse_config, setting_id
 from mtbench.errors import MtbenchError
 from mtbench.provenance import Versions, dumps, loads
 from mtbench.results import TrialResult, TrialStatus
+from mtbench.storage.migrate import setting_ids
 from mtbench.storage.opening import DatabaseMissing, database_error, display_name, integrity_problems, open_engine
 from mtbench.storage.schema import metadata, metrics, models, runs, samples, trials
 
@@ -147,7 +148,8 @@ class Store:
         (primary key), an existing one a conditional UPDATE that only one worker can match."""
         now = time.time()
         values = dict(status=TrialStatus.RUNNING.value, worker=worker_name(), run_id=run_id, started_at=now,
-                      heartbeat_at=now, error=None, mtbench_version=version)
+                      heartbeat_at=now, error=None, mtbench_version=version,
+                      setting_id=self.setting_id(kind, dict(config)))
         try:
             with self.engine.begin() as c:
                 c.execute(insert(trials).values(
@@ -162,6 +164,20 @@ class Store:
                                       & trials.c.status.in_((TrialStatus.PENDING.value, TrialStatus.FAILED.value)))
                                .values(attempts=trials.c.attempts + 1, **values))
             return result.rowcount == 1
+
+    @_guarded("read")
+    def setting_id(self, kind: str, config: dict[str, Any]) -> str:
+        """The setting id of a trial about to be stored (:func:`mtbench.configs.setting_id`), its parents'
+        setting ids read from this database (a parent stored nowhere keeps its trial id)."""
+        parents = [p for k in PARENT_KEYS if isinstance(p := config.get(k), str)]
+        known: dict[str, str] = {}
+        if parents:
+            with self.engine.connect() as c:
+                rows = c.execute(select(trials.c.id, trials.c.kind, trials.c.config, self.column(trials, "setting_id"))
+                                 .where(trials.c.id.in_(parents))).all()
+            known = {tid: sid for tid, _, _, sid in rows if sid}
+            known.update(setting_ids({tid: (k, cfg) for tid, k, cfg, sid in rows if not sid}))
+        return setting_id(kind, config, known)
 
     @_guarded("read")
     def versions(self, ids: Iterable[str] | None = None, status: str = TrialStatus.DONE.value

@@ -236,6 +236,10 @@ def prepare_for_writing(engine: Engine, state: DatabaseState, name: str) -> None
             from mtbench.storage.migrate import rekey_trials
 
             rekey_trials(c)  # version 3: trial ids follow the written policy (mtbench.configs)
+        if state.version is not None and state.version < 5:
+            from mtbench.storage.migrate import fill_setting_ids
+
+            fill_setting_ids(c)  # version 5: every stored trial gets its setting id, parents first
         c.execute(delete(meta).where(meta.c.key == "schema_version"))
         c.execute(insert(meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
 

@@ -12,10 +12,11 @@ from sqlalchemy import BigInteger, Boolean, Column, Float, ForeignKey, Index, In
 
 metadata = MetaData()
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """1: the five tables below; 2: adds ``mtbench_meta`` and the metrics (phase, metric, trial) index;
 3: trial ids follow the written trial-id policy (``mtbench.configs``; ``mtbench.storage.migrate``);
-4: ``trials.versions``, the versions a finished trial was made with (``mtbench.provenance``)."""
+4: ``trials.versions``, the versions a finished trial was made with (``mtbench.provenance``);
+5: ``trials.setting_id``, the trial's setting (``mtbench.configs.setting_id``): what reports group by."""
 
 READERS_MAY_LACK = "readers_may_lack"
 """``Column.info`` flag: a column added later that readers of an older database read as NULL
@@ -62,6 +63,9 @@ trials = Table(
     Column("suspect", Boolean, default=False),
     # JSON of mtbench.provenance.current() when the trial finished; NULL: stored before schema 4 (unknown)
     Column("versions", Text, info={READERS_MAY_LACK: True}),
+    # mtbench.configs.setting_id: the id less seeds and execution keys, parents by their setting; trials
+    # averaged together share it. NULL: read from a database older than schema 5 (the report computes it)
+    Column("setting_id", String(32), info={READERS_MAY_LACK: True}),
 )
 
 models = Table(

@@ -55,20 +55,25 @@ CONFIG_FIELDS = _config_fields()
 STATUS_COLUMNS = ("id", "kind", "status", "suspect", "run_id", "duration_s")
 VERSIONS = "versions"
 """The versions a trial was made with (JSON, ``mtbench.provenance``); NULL where unknown."""
+SETTING_ID = "setting_id"
+"""The trial's setting (``mtbench.configs.setting_id``): stored since schema 5, computed here from the
+configs for trials read from an older database or Parquet mirror. Reports group and average by it."""
 
 
 def trial_info_query(absent: frozenset[str] = frozenset()):
     """The status columns, the versions and the raw config of every trial; ``absent``: the columns an
     older database lacks (``Store.absent``), read as NULL."""
     versions = null().label(VERSIONS) if f"trials.{VERSIONS}" in absent else trials.c[VERSIONS]
-    return select(*(trials.c[c] for c in STATUS_COLUMNS), versions, trials.c.config)
+    setting = null().label(SETTING_ID) if f"trials.{SETTING_ID}" in absent else trials.c[SETTING_ID]
+    return select(*(trials.c[c] for c in STATUS_COLUMNS), setting, versions, trials.c.config)
 
 
 def flatten(table: pa.Table) -> pa.Table:
-    """Add the ``CONFIG_FIELDS`` columns to a trials table (the versions, as text, and the raw
-    ``config`` stay, last); a table without versions (an older Parquet mirror) gets them as NULL."""
+    """Add the ``CONFIG_FIELDS`` columns to a trials table (the setting id after the status columns;
+    the versions, as text, and the raw ``config`` stay, last); a table without versions (an older
+    Parquet mirror) gets them as NULL, one without setting ids gets them computed."""
     keep = [c for c in STATUS_COLUMNS if c in table.column_names]
-    out = table.select(keep)
+    out = table.select(keep).append_column(SETTING_ID, _setting_ids(table))
     versions = table[VERSIONS].cast(pa.string()) if VERSIONS in table.column_names else \
         pa.nulls(table.num_rows, pa.string())
     schema = pa.schema([(key, kind) for key, kind in CONFIG_FIELDS.values()])
@@ -85,3 +90,18 @@ def flatten(table: pa.Table) -> pa.Table:
         out = out.append_column(column, values)
     out = out.append_column(VERSIONS, versions)
     return out.append_column("config", table["config"]) if "config" in table.column_names else out
+
+
+def _setting_ids(table: pa.Table) -> pa.Array:
+    """The stored setting ids; where missing (stored before schema 5), computed from the configs with
+    the store's own function, so that an older database read as it is groups the same way."""
+    stored = table[SETTING_ID].cast(pa.string()).to_pylist() if SETTING_ID in table.column_names else \
+        [None] * table.num_rows
+    if all(stored) or "config" not in table.column_names:
+        return pa.array(stored, pa.string())
+    from mtbench.storage.migrate import setting_ids
+
+    ids, kinds, configs = (table[c].to_pylist() for c in ("id", "kind", "config"))
+    known = {i: s for i, s in zip(ids, stored) if s}
+    computed = setting_ids({i: (k, c) for i, k, c, s in zip(ids, kinds, configs, stored) if not s}, known)
+    return pa.array([s or computed.get(i) for i, s in zip(ids, stored)], pa.string())
