@@ -10,9 +10,12 @@ a proxy rank the candidates? Three proxies (Ghamizi et al. 2022, Table 3):
 ``advise`` builds the proxy grid from a base grid (its [data], [train] and first [[attack]]), runs
 what is not in the database yet, ranks the candidates with intervals (over seeds when there are
 several, else a bootstrap over test samples), and with ``validate`` also runs the full-budget
-trials of the best and worst candidates and reports Spearman's and Pearson's correlation between
-proxy and full results. The advice is stored as a trial of kind ``advice``; `mtbench report
---view advice` shows it.
+trials of the k best and k worst candidates (``validate_k``; 0 = every candidate) and reports
+Spearman's and Pearson's correlation between proxy and full results over EVERY candidate that has a
+full-budget result in the database, with 95% bootstrap intervals over candidates. An r over the k
+best and k worst only is inflated (the middle, where proxies err, is left out) and not comparable
+with the paper's r over all pairs: the report says so when fewer than all candidates are paired.
+The advice is stored as a trial of kind ``advice``; `mtbench report --view advice` shows it.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ class AdviceRequest:
     surrogate: str = SURROGATE_ENCODER
     budget: float = 0.25  # early-stop: fraction of the epochs
     validate: bool = False
-    validate_k: int = 2  # validate the k best and k worst candidates
+    validate_k: int = 2  # validate the k best and k worst candidates; 0: all of them
 
 
 @dataclass
@@ -155,8 +158,25 @@ def _summarise(values: list[float], samples: tuple[np.ndarray, np.ndarray] | Non
 
 
 def validation_set(ranking: list[str], k: int) -> list[str]:
-    """The k best and k worst candidates (all of them when there are no more than 2k)."""
-    return ranking if len(ranking) <= 2 * k else ranking[:k] + ranking[-k:]
+    """The k best and k worst candidates (all of them when k is 0 or there are no more than 2k)."""
+    return ranking if k <= 0 or len(ranking) <= 2 * k else ranking[:k] + ranking[-k:]
+
+
+CORRELATIONS = {"spearman": spearman, "pearson": pearson}
+
+
+def correlations(ranking: list[str], proxy: dict[str, Evidence], full: dict[str, Evidence]) -> dict[str, float]:
+    """Spearman's and Pearson's r between proxy and full values over every ranked candidate with a full
+    result, each with a 95% percentile interval from resampling those candidates (pairs) with
+    replacement; ``pairs`` and ``candidates`` count what r covers out of what was ranked."""
+    paired = [a for a in ranking if a in full]
+    x, y = np.array([proxy[a].value for a in paired]), np.array([full[a].value for a in paired])
+    out = {"pairs": float(len(paired)), "candidates": float(len(ranking))}
+    for name, correlation in CORRELATIONS.items():
+        out[name] = correlation(x, y)
+        out[f"{name}_low"], out[f"{name}_high"] = bootstrap_ci(lambda idx, c=correlation: c(x[idx], y[idx]),
+                                                               len(paired))
+    return out
 
 
 def advise(req: AdviceRequest, base: GridModel, store: Store, out: Path, plugins: Plugins, console) -> dict[str, Any]:
@@ -182,21 +202,20 @@ def advise(req: AdviceRequest, base: GridModel, store: Store, out: Path, plugins
     evidence_ids = sorted(t for e in [*proxy.values(), *full.values()] for t in e.trials)
     config = config.model_copy(update={"evidence": tuple(evidence_ids)})
     run_advice_trial(config, base, store, out, plugins, console)
-    paired = [a for a in ranking if a in full]
     return {"trial": config.id, "ranking": ranking, "proxy": proxy, "full": full,
-            "spearman": spearman([proxy[a].value for a in paired], [full[a].value for a in paired]),
-            "pearson": pearson([proxy[a].value for a in paired], [full[a].value for a in paired])}
+            **correlations(ranking, proxy, full)}
 
 
 def rank(frames: Frames, config: AdviceConfig) -> tuple[list[str], dict[str, Evidence], dict[str, Evidence]]:
-    """The candidates ranked by the proxy (most robust first), the proxy's evidence and, for the
-    validated candidates, the full-budget evidence."""
+    """The candidates ranked by the proxy (most robust first), the proxy's evidence and, once a
+    validation ran, the full-budget evidence of every candidate the database has it for (not only
+    the validated ones: a correlation over the extremes alone is inflated)."""
     attack = {"name": config.attack, "eps": config.eps, "steps": config.steps}
     kind = "clean" if config.proxy == "clean" else "vulnerability"
     proxy = evidence(frames, config.main, list(config.candidates), config.proxy_encoder, config.proxy_epochs, kind,
                      attack)
     ranking = sorted((a for a in config.candidates if a in proxy), key=lambda a: proxy[a].value)
-    full = evidence(frames, config.main, list(config.validated), config.encoder, config.epochs, "vulnerability",
+    full = evidence(frames, config.main, list(config.candidates), config.encoder, config.epochs, "vulnerability",
                     attack) if config.validated else {}
     return ranking, proxy, full
 
@@ -230,11 +249,9 @@ def run_advice(config: AdviceConfig, trial_id: str, ctx) -> TrialResult:
             rows.append(_row(aux, "full", full[aux].value))
     if ALONE in proxy:
         rows.append(_row(ALONE, "proxy", proxy[ALONE].value))
-    paired = [a for a in ranking if a in full]
-    for name, correlation in (("spearman", spearman), ("pearson", pearson)):
-        value = correlation([proxy[a].value for a in paired], [full[a].value for a in paired])
-        if not math.isnan(value):
-            rows.append(_row("*", name, value))
+    if full:
+        rows += [_row("*", name, value) for name, value in correlations(ranking, proxy, full).items()
+                 if not math.isnan(value)]
     return TrialResult(metrics=rows)
 
 

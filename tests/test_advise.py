@@ -11,7 +11,7 @@ import pytest
 from helpers import CPU_TINY_DATA, run_cli
 from rich.console import Console
 
-from mtbench.advise import ALONE, base_settings, evidence, rank, run_advice_trial, validation_set
+from mtbench.advise import ALONE, base_settings, correlations, evidence, rank, run_advice_trial, validation_set
 from mtbench.configs import AdviceConfig
 from mtbench.report.advice import advice_sections
 from mtbench.report.frames import load_frames
@@ -19,7 +19,8 @@ from mtbench.stats import bootstrap_ci, pearson, ranks, spearman
 from mtbench.storage import Store
 from mtbench.storage.fixture import ResultsWriter
 
-NAMES = {"s": "segment_semantic", "d": "depth_zbuffer", "D": "depth_euclidean", "n": "normal", "E": "edge_occlusion"}
+NAMES = {"s": "segment_semantic", "d": "depth_zbuffer", "D": "depth_euclidean", "n": "normal", "E": "edge_occlusion",
+         "k": "keypoints2d", "e": "edge_texture"}
 ATTACK = {"name": "pgd-linf", "eps": 8 / 255, "steps": 10}
 
 
@@ -76,6 +77,63 @@ def test_stored_advice_and_correlations_appear_in_the_report(known, tmp_path, pl
 def test_validation_set_takes_best_and_worst():
     assert validation_set(["a", "b", "c", "d", "e"], 2) == ["a", "b", "d", "e"]
     assert validation_set(["a", "b", "c"], 2) == ["a", "b", "c"]
+    assert validation_set(["a", "b", "c", "d", "e"], 0) == ["a", "b", "c", "d", "e"]  # --validate-all
+
+
+# The proxy gets the extremes right and the middle wrong: over the 2 best and 2 worst (d, D, k, e) Spearman's
+# r is 0.8, over all six candidates 1 - 6 * 20 / 210 = 0.4286 (rank differences 0, 3, 1, 1, 3, 0).
+SIX_PROXY = {"d": 0.1, "D": 0.2, "n": 0.3, "E": 0.4, "k": 0.5, "e": 0.6}
+SIX_FULL = {"d": 0.1, "D": 0.5, "n": 0.4, "E": 0.3, "k": 0.2, "e": 0.6}
+EXTREMES = ("d", "D", "k", "e")
+
+
+def _six(tmp_path, full_for):
+    """Proxy (resnet18) results of six candidates for main task s; full (resnet50) ones for ``full_for``."""
+    store = Store(f"sqlite:///{tmp_path / 'mtbench.db'}")
+    w = ResultsWriter(store)
+    for encoder, values in (("resnet18", SIX_PROXY), ("resnet50", {a: SIX_FULL[a] for a in full_for})):
+        for aux, v in values.items():
+            model = w.add_model({"s": NAMES["s"], aux: NAMES[aux]}, {"s": 0.5, aux: 0.5}, encoder=encoder)
+            w.add_attack(model, "s", {NAMES["s"]: v})
+    w.flush()
+    config = AdviceConfig(main="s", candidates=tuple(SIX_PROXY), proxy="surrogate", encoder="resnet50",
+                          proxy_encoder="resnet18", proxy_epochs=10, attack=ATTACK["name"], eps=ATTACK["eps"],
+                          steps=ATTACK["steps"], evidence=(), epochs=10,
+                          validated=validation_set(sorted(SIX_PROXY, key=SIX_PROXY.get), 2))
+    return store, config
+
+
+def test_correlations_cover_every_candidate_with_a_full_result(tmp_path, plugins):
+    """Validated on the 2 best and 2 worst, but every candidate has a full-budget result: r is over all six
+    (the paper's r over all pairs), not the inflated 0.8 of the extremes."""
+    store, config = _six(tmp_path, full_for=tuple(SIX_PROXY))
+    assert config.validated == EXTREMES
+    ranking, proxy, full = rank(load_frames(store.url), config)
+    assert set(full) == set(SIX_PROXY)
+    corr = correlations(ranking, proxy, full)
+    assert corr["pairs"] == corr["candidates"] == 6
+    assert corr["spearman"] == pytest.approx(1 - 6 * 20 / 210)
+    assert spearman([SIX_PROXY[a] for a in EXTREMES], [SIX_FULL[a] for a in EXTREMES]) == pytest.approx(0.8)
+    assert corr["pearson"] == pytest.approx(pearson(list(SIX_PROXY.values()), [SIX_FULL[a] for a in SIX_PROXY]))
+    for name in ("spearman", "pearson"):  # bootstrap over the candidates (pairs)
+        assert corr[f"{name}_low"] <= corr[name] <= corr[f"{name}_high"] and corr[f"{name}_low"] < 0.4
+    run_advice_trial(config, base_settings(None, plugins), store, tmp_path, plugins, Console(file=io.StringIO()))
+    (section,) = advice_sections(load_frames(store.url))
+    assert "over 6 of 6 candidates: Spearman 0.43 [" in section.note and "WARNING" not in section.note
+    assert sum(r["full"] is not None for r in section.rows) == 6
+
+
+def test_correlation_over_the_extremes_only_is_flagged(tmp_path, plugins):
+    """Only the 2 best and 2 worst ran at the full budget: r = 0.8 over 4 of 6, said to be inflated."""
+    store, config = _six(tmp_path, full_for=EXTREMES)
+    ranking, proxy, full = rank(load_frames(store.url), config)
+    corr = correlations(ranking, proxy, full)
+    assert corr["pairs"] == 4 and corr["candidates"] == 6 and corr["spearman"] == pytest.approx(0.8)
+    run_advice_trial(config, base_settings(None, plugins), store, tmp_path, plugins, Console(file=io.StringIO()))
+    (section,) = advice_sections(load_frames(store.url))
+    assert "over 4 of 6 candidates: Spearman 0.80" in section.note
+    assert "inflated and not comparable with the paper's r over all pairs" in section.note
+    assert "--validate-all" in section.note
 
 
 def test_statistics():
@@ -116,8 +174,9 @@ steps = 2
         assert epochs == [1, 1, 2, 2]  # the proxy at half the epochs, the validation at full budget
         assert c.execute("select count(*) from trials where kind='advice' and status='done'").fetchone() == (1,)
     again = run_cli("advise", "--main", "d", "--candidates", "s", "--encoder", "resnet18", "--proxy", "early-stop",
-                    "--budget", "0.5", "--base", str(base), "--validate", "--validate-k", "1", "--out", str(out))
-    assert again.returncode == 0 and "0 trial(s)" not in again.stdout
+                    "--budget", "0.5", "--base", str(base), "--validate-all", "--out", str(out))
+    assert again.returncode == 0 and "0 trial(s)" not in again.stdout, again.stderr
+    assert "proxy vs full over 1 of 1 candidates" in " ".join(again.stdout.split())  # r is NaN, the count is said
     with sqlite3.connect(out / "mtbench.db") as c:  # everything reused: no trial ran twice
         assert c.execute("select max(attempts) from trials").fetchone() == (1,)
 

@@ -96,9 +96,11 @@ def test_analysis_trials_and_theory_report(tmp_path):
     sections = json.loads(report.stdout)
     first = next(v for k, v in sections.items() if k.startswith("First-order"))
     assert {r["eps"] for r in first} == {"1/255", "8/255"} and all(r["predicted"] > 0 for r in first)
-    marginal = next(v for k, v in sections.items() if k.startswith("Marginal"))
-    assert {(r["base"], r["added"]) for r in marginal} == {("resnet18/d/uniform", "D")}
-    assert all(isinstance(r["bound"], float) for r in marginal)
+    cross = next(v for k, v in sections.items() if k.startswith("Across models"))  # not the paper's quantity
+    assert {(r["base"], r["added"]) for r in cross} == {("resnet18/d/uniform", "D")}
+    assert all(isinstance(r["change"], float) for r in cross)
+    missing = next(v for k, v in sections.items() if k.startswith("Marginal vulnerability on one model"))
+    assert "run an attack on T_N of this model" in missing[0]["needs"]  # the grid attacks all tasks only
 
 
 WEIGHTED_GRID = CPU_TINY_DATA + """

@@ -26,14 +26,18 @@ BudgetOpt = Annotated[float, typer.Option(help="early-stop: fraction of the epoc
 BaseOpt = Annotated[Optional[Path], typer.Option(help="grid whose [data], [train] (epochs, batch, seeds...) and "
                                                       "first [[attack]] the advisor uses")]
 ValidateOpt = Annotated[bool, typer.Option("--validate", help="also run the full-budget trials of the best and "
-                                           "worst candidates and report the rank correlation")]
-ValidateKOpt = Annotated[int, typer.Option(min=1, max=100, help="how many best and worst candidates --validate runs")]
+                                           "worst candidates and report the correlations over every candidate "
+                                           "with a full-budget result")]
+ValidateKOpt = Annotated[int, typer.Option(min=0, max=100, help="how many best and worst candidates --validate runs "
+                                           "(0: all of them)")]
+ValidateAllOpt = Annotated[bool, typer.Option("--validate-all", help="validate every candidate at the full budget "
+                                              "(--validate --validate-k 0): r comparable with the paper's")]
 
 
 def advise(main: MainOpt, candidates: CandidatesOpt, encoder: EncoderOpt = ADVICE_ENCODER,
            proxy: ProxyOpt = "surrogate", surrogate: SurrogateOpt = SURROGATE_ENCODER, budget: BudgetOpt = 0.25,
            base: BaseOpt = None, validate: ValidateOpt = False, validate_k: ValidateKOpt = 2,
-           out: OutOpt = Path("results"), db: DbOpt = None) -> None:
+           validate_all: ValidateAllOpt = False, out: OutOpt = Path("results"), db: DbOpt = None) -> None:
     """Rank auxiliary tasks by how robust they make the main task, with a cheap proxy (reuses trials already run)."""
     from mtbench.advise import advise as run_advice
     from mtbench.advise import base_settings
@@ -44,7 +48,7 @@ def advise(main: MainOpt, candidates: CandidatesOpt, encoder: EncoderOpt = ADVIC
 
     plugins = get_plugins()
     request = _request(plugins, main, candidates, encoder=encoder, proxy=proxy, surrogate=surrogate, budget=budget,
-                       validate=validate, validate_k=validate_k)
+                       validate=validate or validate_all, validate_k=0 if validate_all else validate_k)
     store = writable_store(out, db)
     advice = run_advice(request, base_settings(base, plugins), store, out, plugins, err_console)
     render(advice_sections(load_frames(store.url), only=[advice["trial"]]), "table", console)

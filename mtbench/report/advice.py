@@ -1,5 +1,7 @@
 """The advisor's stored advice, as report sections: the ranking with its evidence and, when it was
-validated, the full-budget result beside the proxy and their rank correlations."""
+validated, the full-budget result beside the proxy and their correlations over the paired candidates,
+with bootstrap intervals, and a warning when those pairs are only part of the candidates (the k best
+and k worst: an inflated r, not comparable with the paper's r over all pairs)."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ def advice_sections(frames: Frames, only: list[str] | None = None) -> list[Secti
         return []
     configs = {r["id"]: parse_config(TrialKind.ADVICE, r["config"]) for r in _configs(frames, ids)}
     values: dict[str, dict[str, dict[str, float]]] = {}
-    for metric in ("rank", "proxy", "proxy_low", "proxy_high", "full", "spearman", "pearson"):
+    for metric in ("rank", "proxy", "proxy_low", "proxy_high", "full", *CORRELATION_METRICS):
         table = frames.read_metrics(Phase.ADVICE, metric, ids).to_pydict()
         for tid, task, value in zip(table["trial_id"], table["task"], table["value"]):
             values.setdefault(tid, {}).setdefault(task, {})[metric] = value
@@ -37,15 +39,35 @@ def advice_sections(frames: Frames, only: list[str] | None = None) -> list[Secti
                 continue
             rows.append({"rank": int(m["rank"]) if "rank" in m else None, "auxiliary": aux, "proxy": m.get("proxy"),
                          "95% CI": _interval(m.get("proxy_low"), m.get("proxy_high")), "full": m.get("full")})
-        corr = v.get("*", {})
         note = (f"'-' = {cfg.main} trained alone; proxy = main-task {what} on {cfg.proxy_encoder} "
                 f"({cfg.proxy_epochs} epochs); full = on {cfg.encoder}")
-        if corr:
-            note += f"; proxy vs full: Spearman {corr.get('spearman', math.nan):.2f}, " \
-                    f"Pearson {corr.get('pearson', math.nan):.2f}"
+        if "*" in v:
+            note += "; " + correlation_note(v["*"], ranked=sum(1 for a, m in v.items() if a != "*" and "rank" in m),
+                                            paired=sum(1 for a, m in v.items() if a != "*" and "full" in m),
+                                            main=cfg.main)
         sections.append(Section(f"Advice: auxiliary tasks for main task {cfg.main} on {cfg.encoder}, "
                                 f"by the {cfg.proxy} proxy (lower is more robust)", rows, note=note))
     return sections
+
+
+CORRELATION_METRICS = ("spearman", "pearson", "spearman_low", "spearman_high", "pearson_low", "pearson_high",
+                       "pairs", "candidates")
+
+
+def correlation_note(corr: dict[str, float], ranked: int, paired: int, main: str) -> str:
+    """Proxy vs full r with intervals, over how many candidates; a warning when that is not all of them.
+    Advice stored before the intervals has neither the counts nor the intervals: they come from its rows."""
+    pairs, candidates = int(corr.get("pairs", paired)), int(corr.get("candidates", ranked))
+    parts = []
+    for name in ("spearman", "pearson"):
+        interval = _interval(corr.get(f"{name}_low"), corr.get(f"{name}_high"))
+        parts.append(f"{name.capitalize()} {corr.get(name, math.nan):.2f}" + (f" {interval}" if interval else ""))
+    note = f"proxy vs full over {pairs} of {candidates} candidates: " + ", ".join(parts)
+    if pairs < candidates:
+        note += (f". WARNING: r over a subset (the k best and k worst) is inflated and not comparable with the "
+                 f"paper's r over all pairs; `mtbench advise --main {main} ... --validate-all` trains every "
+                 "candidate at the full budget")
+    return note
 
 
 def _configs(frames: Frames, ids: list[str]) -> list[dict]:
