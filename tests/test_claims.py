@@ -104,8 +104,8 @@ def test_one_seed_caps_training_claims_but_not_c2(store):
     w.add_attack(two, "sd", {S: 0.4}, errors={S: errors(0.5, 0.7)})  # the multi-task attack: v halved
     w.flush()
     c1 = claim(store, "C1")
-    assert c1.verdict == "inconclusive (1 seed; would be supported)" and c1.low > -MARGIN
-    assert c1.covers == "test samples only (1 seed)"
+    assert c1.verdict == "inconclusive" and c1.low > -MARGIN
+    assert c1.covers == "test samples only (1 seed): capped, the interval alone says supported"
     c2 = claim(store, "C2")  # two attacks on the same trained model: no training claim
     assert c2.verdict == "supported" and c2.estimate == pytest.approx(-0.5, abs=0.05)
     assert c2.covers == "test samples only (1 seed)"
@@ -209,7 +209,8 @@ def test_number_of_tasks_on_the_joint_delta_loss(store, rise, c6, c7):
 
 def test_number_of_tasks_one_seed_and_no_losses(store, tmp_path):
     ntasks_db(store, {"sum": 1.5, "uniform": 0.5}, seeds=(0,))
-    assert claim(store, "C6").verdict == "inconclusive (1 seed; would be supported)"
+    c6 = claim(store, "C6")
+    assert c6.verdict == "inconclusive" and c6.covers.endswith("capped, the interval alone says supported")
     other = Store(f"sqlite:///{tmp_path / 'other.db'}")
     ntasks_db(other, {"sum": 1.5, "uniform": 0.5}, with_losses=False)
     assert claim(other, "C6").verdict == claim(other, "C7").verdict == "not enough data"
@@ -251,7 +252,9 @@ def test_correlations_contradicted_inconclusive_and_capped(store, tmp_path):
                         "d": ([0.8, 0.7, 0.6], [9.0, 10.0, 11.0], [0.1, 0.2, 0.3])}, seeds=(0,))
     c14 = claim(other, "C14")
     assert c14.estimate == pytest.approx(0.0) and c14.verdict == "inconclusive"
-    assert claim(other, "C13").verdict == "inconclusive (1 seed; would be supported)"
+    c13 = claim(other, "C13")
+    assert c13.verdict == "inconclusive"
+    assert c13.covers == "task pairs only (1 seed): capped, the interval alone says supported"
 
 
 def test_claims_command_formats(store, tmp_path):

@@ -79,15 +79,18 @@ def _not_enough(cid: str, text: str, rule: str, why: str, stratum: str = "-") ->
     return Claim(cid, text, stratum, rule, why, None, None, None, NOT_ENOUGH)
 
 
-def _capped(cid: str, verdict: str, seeds: int) -> str:
-    """A training claim with one seed cannot be decided either way."""
-    if cid in TRAINING_CLAIMS and seeds < 2 and verdict in (SUPPORTED, CONTRADICTED):
-        return f"{INCONCLUSIVE} (1 seed; would be {verdict})"
-    return verdict
+def _decided(cid: str, verdict: str, seeds: int, over: str = "test samples") -> tuple[str, str]:
+    """The verdict and what its interval covers. A training claim with one seed cannot be decided
+    either way: its verdict is inconclusive, and the cover says what the interval alone would say."""
+    if seeds > 1:
+        return verdict, f"seeds and {over} ({seeds} seeds)"
+    if cid in TRAINING_CLAIMS and verdict in (SUPPORTED, CONTRADICTED):
+        return INCONCLUSIVE, f"{over} only (1 seed): capped, the interval alone says {verdict}"
+    return verdict, f"{over} only (1 seed)"
 
 
 def _covers(seeds: int, over: str = "test samples") -> str:
-    return f"seeds and {over} ({seeds} seeds)" if seeds > 1 else f"{over} only (1 seed)"
+    return _decided("", INCONCLUSIVE, seeds, over)[1]
 
 
 def below_zero(low: float, high: float) -> str:
@@ -221,12 +224,12 @@ def paired_claims(ev: Evidence, cid: str, text: str, rule: str, pairs: list[tupl
         estimate = _rel_change(groups)
         low, high = two_level_bootstrap(groups, _rel_change, RESAMPLES)
         numbers = f"relative change of v {estimate:+.1%} over {len(groups)} setting(s){note(strata[k])}"
-        if math.isnan(low):
-            out.append(Claim(cid, text, labels[k], rule, numbers + " (no finite resample)", estimate, None, None,
+        if math.isnan(low) or math.isnan(estimate):
+            out.append(Claim(cid, text, labels[k], rule, numbers + " (not finite: a v of 0?)", None, None, None,
                              NOT_ENOUGH, _covers(seeds)))
             continue
-        out.append(Claim(cid, text, labels[k], rule, numbers, estimate, low, high,
-                         _capped(cid, decide(low, high), seeds), _covers(seeds)))
+        out.append(Claim(cid, text, labels[k], rule, numbers, estimate, low, high, *_decided(cid, decide(low, high),
+                                                                                              seeds)))
     return out
 
 
@@ -380,7 +383,7 @@ def c6_c7(ev: Evidence) -> list[Claim]:
             numbers = (f"{len(tested)} step(s), reliable rises: {', '.join(rises) or 'none'}; largest rise {top} "
                        f"{tested[top][0]:+.3g}")
             out["C6"].append(Claim("C6", t6, label, r6, numbers, tested[top][0], tested[top][1], tested[top][2],
-                                   _capped("C6", verdict, seeds), _covers(seeds)))
+                                   *_decided("C6", verdict, seeds)))
         elif s["weighting"] in ("uniform", "optimal"):
             kept = {n: u for n, u in steps.items() if n.split("->")[1][-1] not in VULNERABLE}
             if not kept:
@@ -392,7 +395,7 @@ def c6_c7(ev: Evidence) -> list[Claim]:
             low, high = two_level_bootstrap(groups, _step_difference, RESAMPLES)
             numbers = f"mean change of E[dL] {estimate:+.3g} over {len(groups)} step(s): {', '.join(kept)}"
             out["C7"].append(Claim("C7", t7, label, r7, numbers, estimate, low, high,
-                                   _capped("C7", below_zero(low, high), seeds), _covers(seeds)))
+                                   *_decided("C7", below_zero(low, high), seeds)))
     return (out["C6"] or [_not_enough("C6", t6, r6, "no sum-weighted task sets T and T+task with per-sample "
                                       "losses, all tasks attacked")]) + \
         (out["C7"] or [_not_enough("C7", t7, r7, "no 1/N or optimal task sets T and T+task with per-sample "
@@ -422,7 +425,7 @@ def correlation_claim(cid: str, text: str, rule: str, points: dict[str, dict[str
         return [Claim(cid, text, stratum, rule, f"rho per main task: {per}; no finite resample", estimate, None, None,
                       NOT_ENOUGH, _covers(seeds, "task pairs"))]
     return [Claim(cid, text, stratum, rule, f"mean Spearman {estimate:+.2f}; per main task (pairs): {per}", estimate,
-                  low, high, _capped(cid, positive(low, high), seeds), _covers(seeds, "task pairs"))]
+                  low, high, *_decided(cid, positive(low, high), seeds, "task pairs"))]
 
 
 def c8(ev: Evidence) -> list[Claim]:
