@@ -8,11 +8,14 @@ presets and their documentation cannot disagree (a test checks the files are cur
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 DOCS = HERE.parent.parent / "docs" / "presets.md"
+PAPER_SETTINGS = HERE.parent.parent / "mtbench" / "report" / "data" / "paper_settings.json"
+"""The full presets' settings, less data paths and seeds, for the report (which loads no plugins, hence no torch)."""
 
 ALL_TASKS = "sdDnkKeEprA"
 FIVE_TASKS = "sdDnE"
@@ -191,7 +194,31 @@ def outputs() -> dict[Path, str]:
     return files
 
 
+def paper_settings() -> str:
+    """JSON: per setting (S1...S8), its models' setting less tasks and weights (``model``), the weights of
+    each task set (``weights``) and the settings of the attacks on the epochs it names (``attacks``),
+    each less the model and attacked tasks, all without data paths and seeds (``mtbench.report.paper``
+    compares a trial's setting with these)."""
+    from mtbench.grid import load_grid
+    from mtbench.plugins import get_plugins
+    from mtbench.report.paper import attack_template, model_template
+
+    plugins, out = get_plugins(), {}
+    for setting in SETTINGS:
+        grid = load_grid(HERE / f"{setting.name.lower()}.toml", plugins)
+        epoch = None if setting.epochs == TRAINED_EPOCHS else setting.epochs
+        models = [t.config.record() for t in grid.train_trials]
+        attacks = [t.config.record() for t in grid.trials if t.kind.value == "attack" and t.config.epoch == epoch]
+        templates = {json.dumps(attack_template(a), sort_keys=True) for a in attacks}
+        out[setting.name] = {"model": model_template(models[0]),
+                             "weights": {"".join(m["codes"]): m["weights"] for m in models},
+                             "attacks": [json.loads(t) for t in sorted(templates)]}
+    return json.dumps(out, indent=1, sort_keys=True) + "\n"
+
+
 if __name__ == "__main__":
+    PAPER_SETTINGS.write_text(paper_settings())
+    print(f"wrote {PAPER_SETTINGS}")
     for path, text in outputs().items():
         path.write_text(text)
         print(f"wrote {path}")

@@ -11,13 +11,12 @@ import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mtbench.configs import CONFIG_TYPES, Config, Role, TrialKind
+from mtbench.configs import PARENT_KEYS, setting_part
 from mtbench.report.frames import Frames
 from mtbench.report.render import Section
 from mtbench.results import Phase
@@ -39,6 +38,7 @@ class Filters:
     targets: str = "main"  # "main" (the model's first task alone), "all", or task codes like "sd"
     metric: str = "rel_vuln_ratio_of_means"
     sort: str | None = None
+    compare_paper: bool = False  # show the paper's figure even where the setting is not the paper's (labelled)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -79,7 +79,6 @@ def model_info(frames: Frames, f: Filters | None = None) -> dict[str, dict[str, 
     return out
 
 
-PARENT_KEYS = ("model", "source_model")
 MODEL_AXES = ("codes", "tasks", "weighting", "weights")
 """Model config keys that say which tasks a model learns and how they are weighted."""
 TARGET_AXES = ("targets", "targets_codes")
@@ -97,45 +96,13 @@ def settings(frames: Frames, ids: Iterable[str], with_seeds: bool = False) -> di
     configs.update(_configs(frames, {c[k] for c in configs.values() for k in PARENT_KEYS if c.get(k)} - configs.keys()))
 
     def strip(config: dict[str, Any]) -> dict[str, Any]:
-        out = _setting_part(config, _config_type(config.get("kind")), with_seeds)
+        out = setting_part(config.get("kind"), config, with_seeds)
         for k in PARENT_KEYS:
             if out.get(k) in configs:
                 out[k] = strip(configs[out[k]])
         return out
 
     return {i: strip(configs[i]) for i in ids if i in configs}
-
-
-def _config_type(kind: Any) -> type[Config] | None:
-    return CONFIG_TYPES.get(TrialKind(kind)) if kind in TrialKind._value2member_map_ else None
-
-
-def _setting_part(config: dict[str, Any], config_type: type[Config] | None, with_seeds: bool) -> dict[str, Any]:
-    """A stored config less its seeds (unless ``with_seeds``), its execution fields and added fields
-    at their default."""
-    seeds, skip, defaults, nested = _policy(config_type) if config_type else (frozenset({"seed"}), frozenset(), {}, {})
-    skip = skip if with_seeds else skip | seeds
-    return {k: _setting_part(v, nested[k], with_seeds) if k in nested and isinstance(v, dict) else v
-            for k, v in config.items() if k not in skip and not (k in defaults and v == defaults[k])}
-
-
-@cache
-def _policy(config_type: type[Config]) -> tuple[frozenset[str], frozenset[str], dict[str, Any], dict[str, type]]:
-    """From a config class's fields (``mtbench.configs``' id policy): its seeds, its execution
-    fields (in no setting), the added ones with their JSON default (absent from the id while at
-    it), and the nested configs."""
-    seeds, skip, defaults, nested = set(), set(), {}, {}
-    for name, info in config_type.model_fields.items():
-        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
-        if extra.get("role") == Role.SEED.value:
-            seeds.add(name)
-        if extra.get("role") == Role.EXECUTION.value:
-            skip.add(name)
-        if extra.get("added"):
-            defaults[name] = json.loads(json.dumps(info.default))
-        if isinstance(info.annotation, type) and issubclass(info.annotation, Config):
-            nested[name] = info.annotation
-    return frozenset(seeds), frozenset(skip), defaults, nested
 
 
 def _configs(frames: Frames, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -242,40 +209,66 @@ def leaderboard(frames: Frames, f: Filters) -> Section:
     groups: dict[str, list[dict]] = defaultdict(list)  # one row per setting: seeds averaged, nothing else
     for r in chosen:
         m = models[r["model"]]
-        groups[key(setting[r["id"]])].append({
+        groups[r["setting_id"]].append({
             "m": m, "r": r, "v": vuln.get((r["id"], m["main"])), "adv": adv.get((r["id"], m["main"])),
             "clean": clean.get((m["id"], m["main"])), "const": const.get((m["id"], m["main"])),
-            "suspect": bool(r["suspect"])})
+            "suspect": bool(r["suspect"]) or bool(m.get("suspect"))})
     names = distinct_names({k: items[0]["m"]["name"] for k, items in groups.items()},
                             {k: setting[items[0]["r"]["id"]] for k, items in groups.items()})
-    rows = []
-    for k, items in groups.items():
-        m, r = items[0]["m"], items[0]["r"]
-        vs = [i["v"] for i in items if i["v"] is not None]
-        rows.append({
-            "main": m["codes"][0], "model": names[k], "epochs": m["epochs"], "steps": r["steps"], "seeds": len(items),
-            "clean_err": _mean(i["clean"] for i in items), "const_err": _mean(i["const"] for i in items),
-            "adv_err": _mean(i["adv"] for i in items), "v": _mean(vs),
-            "std": statistics.stdev(vs) if len(vs) > 1 else None,
-            "params_M": _round(m["parameters"], 1e6, 2), "MACs_G": _round(m["macs"], 1e9, 3),
-            "suspect": any(i["suspect"] for i in items),
-        })
+    rows = [_board_row(names[k], items) for k, items in groups.items()]
     sort = f.sort or "v"
-    rows.sort(key=lambda r: (r["main"], r.get(sort) is None, r.get(sort) if r.get(sort) is not None else 0))
+    rows.sort(key=lambda r: (r["main"], _tier(r), r.get(sort) is None, r.get(sort) if r.get(sort) is not None else 0))
     ranked, previous, rank = [], None, 0
     for r in rows:  # errors of different main tasks are not comparable: rank within each main task
         rank = rank + 1 if r["main"] == previous else 1
         previous = r["main"]
         ranked.append({"main": r.pop("main"), "rank": rank, **r})
-    rows = ranked
     eps_text = fraction(eps) if eps is not None else "-"
     what = {"main": "attacking the main task alone", "all": "attacking all tasks together"}.get(
         f.targets, f"attacking {f.targets}")
+    norms = ",".join(sorted({str(r["norm"]) for r in chosen})) or "-"
+    steps = ",".join(map(str, sorted({r["steps"] for r in chosen}))) or "-"
     return Section(
-        f"Leaderboard: v = {f.metric} of each model's main task under {attack} eps={eps_text}, {what}"
-        f" (objective {objective})",
-        rows, note="lower v is more robust; clean/const/adv_err: the main task's error (1-mIoU for s, MSE otherwise) "
-                   "clean, of the best constant predictor, under attack; std over seeds")
+        f"Leaderboard: v = {f.metric} of each model's main task under {attack} eps={eps_text} ({norms}, "
+        f"steps={steps}), {what} (objective {objective})",
+        ranked, note="lower v is more robust; clean/const/adv_err: the main task's error (1-mIoU for s, MSE "
+                     "otherwise) clean, of the best constant predictor, under attack; std over seeds; one row per "
+                     "setting (seeds = trials averaged); learnt = clean_err below 0.9 x const_err: models that "
+                     "did not learn, and suspect trials (a failed check, e.g. a task without valid test pixels), "
+                     "rank after the others")
+
+
+LEARNT_FRACTION = 0.9
+"""A model learnt its main task when its clean error is below this fraction of its constant predictor's."""
+
+
+def learnt(clean: float | None, const: float | None) -> bool | None:
+    """Whether a model beats its best constant predictor clearly (None: one of the errors is unknown)."""
+    if clean is None or const is None:
+        return None
+    return clean < LEARNT_FRACTION * const
+
+
+def _tier(row: dict[str, Any]) -> int:
+    """Ranking tiers: models that learnt (or whose constant predictor is unknown), then those that did
+    not, then suspect trials."""
+    return 2 if row["suspect"] else 1 if row["learnt"] is False else 0
+
+
+def _board_row(name: str, items: list[dict]) -> dict[str, Any]:
+    """One leaderboard row: one setting's trials (its seeds) averaged, with the attack that defines it."""
+    m, r = items[0]["m"], items[0]["r"]
+    vs = [i["v"] for i in items if i["v"] is not None]
+    clean, const = _mean(i["clean"] for i in items), _mean(i["const"] for i in items)
+    return {
+        "main": m["codes"][0], "model": name, "epochs": m["epochs"], "attack": r["attack"], "norm": r["norm"],
+        "eps": fraction(r["eps"]), "steps": r["steps"], "seeds": len(items),
+        "clean_err": clean, "const_err": const, "learnt": learnt(clean, const),
+        "adv_err": _mean(i["adv"] for i in items), "v": _mean(vs),
+        "std": statistics.stdev(vs) if len(vs) > 1 else None,
+        "params_M": _round(m["parameters"], 1e6, 2), "MACs_G": _round(m["macs"], 1e9, 3),
+        "suspect": any(i["suspect"] for i in items), "setting_id": r["setting_id"],
+    }
 
 
 def distinct_names(names: dict[str, str], by: dict[str, dict[str, Any]]) -> dict[str, str]:

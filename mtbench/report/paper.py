@@ -9,18 +9,21 @@ to compare shapes and orderings, and are labelled ``paper``.
 from __future__ import annotations
 
 import csv
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from functools import cache
 from importlib import resources
 from typing import Any
 
-from mtbench.defaults import PAPER_ADAPTIVE_ATTACK, PAPER_ATTACK, PAPER_ENCODER, PLAIN_OBJECTIVES, WGD_OBJECTIVE
+from mtbench.configs import setting_part
+from mtbench.defaults import PAPER_ADAPTIVE_ATTACK, PAPER_ATTACK, PLAIN_OBJECTIVES, WGD_OBJECTIVE
 from mtbench.report.frames import Frames
 from mtbench.report.leaderboard import (
     MODEL_AXES,
     TARGET_AXES,
     Filters,
+    _flatten,
     attack_info,
     attack_rows,
     differences,
@@ -36,6 +39,110 @@ from mtbench.report.render import Section
 from mtbench.results import Phase
 
 PAPER_EPS = 8 / 255
+PAPER_PRESETS = {("resnet18", "uniform"): "S1", ("resnet18", "optimal"): "S4"}
+"""The preset (examples/paper) whose setting the shipped figures of an (encoder, weighting) were measured in."""
+DATA_PATHS = ("root", "split_file")
+"""Where the data lie on one machine: not part of the paper's setting (its content is)."""
+MODEL_AXES_OF_PRESET = ("tasks", "codes", "weights")
+ATTACK_AXES_OF_PRESET = ("model", "targets", "targets_codes")
+TABLE2_AXES = ("attack", "objective", "options", "weights")
+"""What the columns of Table 2 vary: the rest of the attack must be the preset's."""
+MAX_SHOWN = 10
+FIRST = ("data.dataset", "data.image_size", "encoder", "weighting", "tasks", "weights", "epochs", "attack", "norm",
+         "eps", "steps", "step_size", "random_start", "restarts", "paper_compat", "objective", "epoch", "schedule",
+         "optimizer", "lr")
+"""The keys a footnote names first, when it cannot name them all."""
+
+
+def _without_paths(part: dict[str, Any], drop: Iterable[str]) -> dict[str, Any]:
+    out = {k: v for k, v in part.items() if k not in set(drop)}
+    if isinstance(out.get("data"), dict):
+        out["data"] = {k: v for k, v in out["data"].items() if k not in DATA_PATHS}
+    return out
+
+
+def model_template(config: dict[str, Any]) -> dict[str, Any]:
+    """A training config's setting less its task set and weights and the data's paths (examples/paper/generate.py)."""
+    return _without_paths(setting_part("train", config), MODEL_AXES_OF_PRESET)
+
+
+def attack_template(config: dict[str, Any]) -> dict[str, Any]:
+    """An attack config's setting less its model, attacked tasks and the data's paths."""
+    return _without_paths(setting_part("attack", config), ATTACK_AXES_OF_PRESET)
+
+
+@cache
+def presets() -> dict[str, dict[str, Any]]:
+    """The full presets' settings (``data/paper_settings.json``, written by examples/paper/generate.py)."""
+    return json.loads(resources.files("mtbench.report").joinpath("data/paper_settings.json").read_text())
+
+
+def paper_differences(setting: dict[str, Any], preset: str, skip: Iterable[str] = ()) -> list[str]:
+    """``key=ours`` for every key where an attack trial's setting (``settings()``: the model's nested)
+    differs from the preset's trial of the same task set and attacked tasks; empty: the paper's setting.
+    ``skip``: attack keys a table varies on purpose (Table 2's columns)."""
+    p = presets()[preset]
+    model = setting.get("model") if isinstance(setting.get("model"), dict) else {}
+    ours = _flat(model_template(model))
+    theirs = _flat(p["model"])
+    diff = _diff(ours, theirs)
+    codes = "".join(model.get("codes") or [])
+    if codes not in p["weights"]:
+        diff.append(f"tasks={codes}")
+    elif p["weights"][codes] != model.get("weights"):
+        diff.append(f"weights={model.get('weights')}")
+    attack = _flat({k: v for k, v in attack_template(setting).items() if k not in set(skip)})
+    best = min((_diff(attack, _flat({k: v for k, v in a.items() if k not in set(skip)})) for a in p["attacks"]),
+               key=len, default=[])
+    found = list(dict.fromkeys(diff + best))
+    return sorted(found, key=lambda d: FIRST.index(d.split("=")[0]) if d.split("=")[0] in FIRST else len(FIRST))
+
+
+def _flat(part: dict[str, Any]) -> dict[str, str]:
+    return {k: json.dumps(v, sort_keys=True) for k, v in _flatten(part).items()}
+
+
+def _diff(ours: dict[str, str], theirs: dict[str, str]) -> list[str]:
+    return [f"{k}={json.loads(ours[k]) if k in ours else '(default)'}" for k in sorted(ours.keys() | theirs.keys())
+            if ours.get(k) != theirs.get(k)]
+
+
+def differ_text(diff: list[str], preset: str) -> str:
+    """``data.dataset=synthetic, epochs=10 differ from S1`` (at most ``MAX_SHOWN`` keys)."""
+    shown = ", ".join(diff[:MAX_SHOWN]) + (f" and {len(diff) - MAX_SHOWN} more" if len(diff) > MAX_SHOWN else "")
+    return f"{shown} differ from {preset}"
+
+
+class PaperColumn:
+    """Whether each cell may show the paper's figure: only where its setting is the preset's, unless
+    forced (``--compare-paper``, labelled); collects what differs, for the section's footnote."""
+
+    def __init__(self, forced: bool) -> None:
+        self.forced = forced
+        self.differs: dict[str, None] = {}
+        self.shown = 0
+
+    def figure(self, setting: dict[str, Any], preset: str | None, paper: float | None,
+               skip: Iterable[str] = ()) -> tuple[float | None, bool]:
+        """The paper's figure to show beside ours (or None), and whether it stands there only by force."""
+        if paper is None or preset is None:
+            return None, False
+        diff = paper_differences(setting, preset, skip)
+        if diff:
+            self.differs[differ_text(diff, preset)] = None
+        if diff and not self.forced:
+            return None, False
+        self.shown += 1
+        return paper, bool(diff)
+
+    def note(self) -> str:
+        """The footnote: where the paper's figures stand and why others are missing."""
+        if not self.differs:
+            return "; (paper y): Ghamizi et al. 2022's figure, in the same setting" if self.shown else ""
+        texts = "; ".join(self.differs)
+        if self.forced:
+            return f"; (paper y) FORCED by --compare-paper although the settings differ: {texts}"
+        return f"; the paper's figures are not shown: {texts} (--compare-paper shows them anyway)"
 Pair = tuple[dict, dict, str]  # (model, attack trial, threat)
 
 
@@ -68,24 +175,44 @@ def _measured(pairs: Iterable[Pair], vuln: dict[tuple[str, str], float]) -> list
     return [(m, r, threat) for m, r, threat in pairs if (r["id"], m["main"]) in vuln]
 
 
+FILTERS = {"steps": "--steps", "eps": "--eps", "attack": "--attack", "objective": "--objective",
+           "model.encoder": "--encoder"}
+"""Report options that separate settings differing in a key."""
+
+
 class Cell:
-    """The values of one table cell by setting. Seeds of one setting are averaged; a cell fed by
-    several settings is refused rather than averaged (DESIGN.md), so a table never mixes them."""
+    """The values of one table cell by setting id. Seeds of one setting are averaged; a cell fed by
+    several settings is refused rather than averaged (DESIGN.md), naming what differs."""
 
     def __init__(self) -> None:
         self.by_setting: dict[str, list[float]] = defaultdict(list)
+        self.settings: dict[str, dict[str, Any]] = {}
 
-    def add(self, setting: str, value: float) -> None:
-        self.by_setting[setting].append(value)
+    def add(self, setting_id: str, value: float, setting: dict[str, Any]) -> None:
+        self.by_setting[setting_id].append(value)
+        self.settings[setting_id] = setting
 
     def value(self) -> float | str:
         if len(self.by_setting) > 1:
-            return f"refused: {len(self.by_setting)} settings"
+            return refusal(list(self.settings.values()))
         (values,) = self.by_setting.values()
         return sum(values) / len(values)
 
+    def setting(self) -> dict[str, Any] | None:
+        """The one setting of the cell (None when it has several)."""
+        return next(iter(self.settings.values())) if len(self.settings) == 1 else None
+
     def seeds(self) -> int:
         return max(len(v) for v in self.by_setting.values())
+
+
+def refusal(settings: list[dict[str, Any]]) -> str:
+    """Why a cell is not a mean: the keys its settings differ in, and the report option that separates them."""
+    flat = [_flatten(x) for x in settings]
+    varying = sorted({k for f in flat for k in f if len({json.dumps(g.get(k), sort_keys=True) for g in flat}) > 1})
+    options = sorted({FILTERS[k] for k in varying if k in FILTERS})
+    how = f"narrow with {', '.join(options)}" if options else "report each grid's results folder on its own"
+    return f"refused: {len(settings)} settings differ in {', '.join(varying)} ({how})"
 
 
 def _seeds_note(counts: Iterable[int]) -> str:
@@ -100,11 +227,6 @@ def _labels(contexts: dict[str, dict[str, Any]]) -> dict[str, str]:
     """Context key -> ``" [what differs]"`` when there are several contexts, else ``""``."""
     texts = differences(list(contexts.values()))
     return {c: f" [{text}]" if text else "" for c, text in zip(contexts, texts)}
-
-
-def _compare(attack: str, eps: float, encoder: str | None) -> bool:
-    """Whether the paper's figure may stand beside ours: its attack, budget and encoder."""
-    return attack == PAPER_ATTACK and abs(eps - PAPER_EPS) < 1e-9 and encoder == PAPER_ENCODER
 
 
 def table1(frames: Frames, f: Filters) -> list[Section]:
@@ -126,33 +248,36 @@ def table1(frames: Frames, f: Filters) -> list[Section]:
         threats = {threat, "multi"} if aux == "-" else {threat}  # one task: single and multi attacks coincide
         for w in weightings:
             for t in threats:
-                cells[(key(context), w, t, m["codes"][0], aux)].add(key(setting[r["id"]]), vuln[(r["id"], m["main"])])
+                cells[(key(context), w, t, m["codes"][0], aux)].add(r["setting_id"], vuln[(r["id"], m["main"])],
+                                                                     setting[r["id"]])
     labels = _labels(contexts)
     sections = []
     for c in sorted(contexts, key=labels.get):
-        compare = _compare(attack, eps, contexts[c]["model"].get("encoder"))
+        encoder = contexts[c]["model"].get("encoder")
         for w in ("uniform", "optimal"):
             for threat in ("single", "multi"):
                 mine = {k[3:]: cell for k, cell in cells.items() if k[:3] == (c, w, threat)}
                 if mine:
-                    sections.append(_table1_section(mine, w, threat, attack, eps, compare, labels[c]))
+                    column = PaperColumn(f.compare_paper)
+                    sections.append(_table1_section(mine, w, threat, attack, eps, (encoder, column), labels[c]))
     return sections
 
 
 def _table1_section(mine: dict[tuple[str, str], Cell], w: str, threat: str, attack: str, eps: float,
-                    compare: bool, label: str) -> Section:
+                    compare: tuple[str | None, PaperColumn], label: str) -> Section:
     auxes = ["-"] + sorted({aux for _, aux in mine} - {"-"})
+    encoder, column = compare
+    preset = PAPER_PRESETS.get((encoder, w))
     rows = []
     for main in sorted({main for main, _ in mine}):
         row: dict[str, Any] = {"main": main}
         for aux in auxes:
             cell = mine.get((main, aux))
-            paper = reference().get(("paper-table1", PAPER_ENCODER, w, PAPER_ATTACK, threat, main,
-                                     "" if aux == "-" else aux)) if compare else None
-            row[aux] = _with_paper(cell.value() if cell else None, paper)
+            paper = reference().get(("paper-table1", encoder, w, PAPER_ATTACK, threat, main, "" if aux == "-" else aux))
+            shown, forced = column.figure(cell.setting(), preset, paper) if cell and cell.setting() else (None, False)
+            row[aux] = _with_paper(cell.value() if cell else None, shown, forced)
         rows.append(row)
-    note = ("ours (paper: Ghamizi et al. 2022, ResNet18 on real Taskonomy, 25 steps)" if compare else
-            f"the paper's figures are shown only for {PAPER_ENCODER}, {PAPER_ATTACK}, eps={fraction(PAPER_EPS)}")
+    note = "ours" + column.note()
     return Section(f"Table 1 ({w} weighting, {threat}-task attack): relative vulnerability of the main task "
                    f"under {attack} eps={fraction(eps)}; columns = auxiliary task, '-' = trained alone{label}",
                    rows, note=note + _seeds_note(c.seeds() for c in mine.values()))
@@ -233,7 +358,7 @@ def table2(frames: Frames, f: Filters) -> list[Section]:
               if len(models[r["model"]]["codes"]) <= 2 and r["targets"] == models[r["model"]]["codes"]
               and r["norm"] == "linf" and (r["id"], models[r["model"]]["main"]) in vuln]
     setting = settings(frames, [r["id"] for r in trials])
-    cells: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+    cells: dict[tuple[str, str, str], Cell] = defaultdict(Cell)
     contexts, rows, columns = {}, {}, {}
     for r in trials:
         s, m = setting[r["id"]], models[r["model"]]
@@ -241,14 +366,14 @@ def table2(frames: Frames, f: Filters) -> list[Section]:
         row = (m["weighting"], m["codes"][0], m["codes"][1:] or "-", key({k: s["model"].get(k) for k in MODEL_AXES}))
         column = without(s, attack=(*TARGET_AXES, "model"))
         contexts[key(context)], rows[row], columns[key(column)] = context, row, column
-        cells[(key(context), row, key(column))].append(vuln[(r["id"], m["main"])])
+        cells[(key(context), row, key(column))].add(r["setting_id"], vuln[(r["id"], m["main"])], s)
     labels = _labels(contexts)
     return [section for c in sorted(contexts, key=labels.get)
-            if (section := _table2_section(c, contexts[c], labels[c], cells, columns, eps))]
+            if (section := _table2_section(c, contexts[c], labels[c], cells, columns, PaperColumn(f.compare_paper)))]
 
 
-def _table2_section(c: str, context: dict, label: str, cells: dict[tuple[str, str, str], list[float]],
-                    columns: dict[str, dict], eps: float) -> Section | None:
+def _table2_section(c: str, context: dict, label: str, cells: dict[tuple[str, str, str], Cell],
+                    columns: dict[str, dict], compare: PaperColumn) -> Section | None:
     mine = {k[1:]: v for k, v in cells.items() if k[0] == c}
     used = sorted({col for _, col in mine})
     names = distinct_names({col: column_label(columns[col]["attack"], columns[col]["objective"]) for col in used},
@@ -256,21 +381,23 @@ def _table2_section(c: str, context: dict, label: str, cells: dict[tuple[str, st
     used.sort(key=lambda col: (_column_rank(columns[col]), names[col]))
     if len(used) < 2:
         return None
-    compare = abs(eps - PAPER_EPS) < 1e-9 and context.get("encoder") == PAPER_ENCODER
+    eps = columns[used[0]]["eps"]
     rows = []
     for row in sorted({row for row, _ in mine}):
         w, main, aux, _ = row
         out: dict[str, Any] = {"weighting": w, "main": main, "aux": aux}
         for col in used:
-            values = mine.get((row, col))
-            paper = reference().get(("paper-table2", PAPER_ENCODER, w, _paper_column(columns[col]), "unspecified",
-                                     main, "" if aux == "-" else aux)) if compare and _alone(names, col) else None
-            out[names[col]] = _with_paper(sum(values) / len(values) if values else None, paper)
+            cell = mine.get((row, col))
+            paper = reference().get(("paper-table2", context.get("encoder"), w, _paper_column(columns[col]),
+                                     "unspecified", main, "" if aux == "-" else aux)) if _alone(names, col) else None
+            shown, forced = compare.figure(cell.setting(), PAPER_PRESETS.get((context.get("encoder"), w)), paper,
+                                           skip=TABLE2_AXES) if cell and cell.setting() else (None, False)
+            out[names[col]] = _with_paper(cell.value() if cell else None, shown, forced)
         rows.append(out)
     return Section(f"Table 2: main-task vulnerability under adaptive multi-task L-inf attacks, eps={fraction(eps)}"
                    f"{label}", rows, note="columns: attack/objective as registered; (paper) = Ghamizi et al. 2022's "
                    f"pgd ({PAPER_ATTACK}/sum), apgd ({PAPER_ADAPTIVE_ATTACK}/sum) or wgd ({PAPER_ATTACK}/"
-                   f"{WGD_OBJECTIVE}) figure" + _seeds_note(len(v) for v in mine.values()))
+                   f"{WGD_OBJECTIVE}) figure" + compare.note() + _seeds_note(c.seeds() for c in mine.values()))
 
 
 PAPER_COLUMNS = ["pgd", "apgd", "wgd"]
@@ -308,8 +435,9 @@ def _mean(values: Iterable[float | None]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def _with_paper(value: float | str | None, paper: float | None) -> float | str | None:
+def _with_paper(value: float | str | None, paper: float | None, forced: bool = False) -> float | str | None:
+    """``ours (paper y)``; ``(paper y, forced)`` where ``--compare-paper`` put it beside another setting."""
     if paper is None:
         return value
     ours = "-" if value is None else value if isinstance(value, str) else f"{value:.3g}"
-    return f"{ours} (paper {paper:.2f})"
+    return f"{ours} (paper {paper:.2f}{', forced' if forced else ''})"

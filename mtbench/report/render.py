@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 FORMATS = ("table", "markdown", "csv", "json", "html")
+FOR_MACHINES = ("setting_id",)
+"""Columns only JSON and CSV carry (what a program groups by); people read the differing keys instead."""
 
 
 @dataclass
@@ -27,11 +29,17 @@ class Section:
         if not self.columns:
             self.columns = list(dict.fromkeys(k for r in self.rows for k in r))
 
+    def shown(self) -> list[str]:
+        """The columns people read (terminal, Markdown, HTML)."""
+        return [c for c in self.columns if c not in FOR_MACHINES]
+
     def cell(self, row: dict, column: str) -> str:
         v = row.get(column)
         if v is None:
             return "-"
         if isinstance(v, bool):
+            if column == "learnt":  # a model that did not beat its constant predictor must stand out
+                return "yes" if v else "NOT LEARNT"
             return ("SUSPECT" if v else "") if column == "suspect" else str(v)
         text = f"{v:.3g}" if isinstance(v, float) else str(v)
         return text + ("*" if self.mark and self.mark(row, column) else "")
@@ -49,8 +57,8 @@ def render(sections: list[Section], fmt: str, console=None) -> str | None:
 
 
 def markdown(s: Section) -> str:
-    lines = [f"### {s.title}", "", "| " + " | ".join(s.columns) + " |", "|" + "---|" * len(s.columns)]
-    lines += ["| " + " | ".join(s.cell(r, c) for c in s.columns) + " |" for r in s.rows]
+    lines = [f"### {s.title}", "", "| " + " | ".join(s.shown()) + " |", "|" + "---|" * len(s.shown())]
+    lines += ["| " + " | ".join(s.cell(r, c) for c in s.shown()) + " |" for r in s.rows]
     if s.note:
         lines += ["", f"_{s.note}_"]
     return "\n".join(lines) + "\n"
@@ -58,15 +66,16 @@ def markdown(s: Section) -> str:
 
 def as_csv(s: Section) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, s.columns, lineterminator="\n")
+    extra = [k for k in dict.fromkeys(k for r in s.rows for k in r) if k not in s.columns]  # as JSON has them
+    writer = csv.DictWriter(buf, [*s.columns, *extra], lineterminator="\n")
     writer.writeheader()
     writer.writerows(s.rows)
     return f"# {s.title}\n{buf.getvalue()}"
 
 
 def html_table(s: Section) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in s.columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(s.cell(r, c))}</td>" for c in s.columns) + "</tr>"
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in s.shown())
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(s.cell(r, c))}</td>" for c in s.shown()) + "</tr>"
                    for r in s.rows)
     note = f"<p class=\"note\">{html.escape(s.note)}</p>" if s.note else ""
     return f"<h2>{html.escape(s.title)}</h2>\n<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{note}"
@@ -83,10 +92,10 @@ def _print_tables(sections: list[Section], console) -> None:
             continue
         say(console, s.title, style="bold")  # not the table's title: rich wraps that to its width
         table = LiteralTable(caption=s.note or None, caption_justify="left")
-        for c in s.columns:
+        for c in s.shown():
             numeric = any(isinstance(r.get(c), (int, float)) and not isinstance(r.get(c), bool) for r in s.rows)
             table.add_column(c, justify="right" if numeric else "left", no_wrap=c == "model",
                              min_width=len(c) if numeric else None)
         for r in s.rows:
-            table.add_row(*(s.cell(r, c) for c in s.columns))
+            table.add_row(*(s.cell(r, c) for c in s.shown()))
         console.print(table)

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import insert
 
-from mtbench.configs import AnalysisConfig, AttackConfig, DataConfig, TrainConfig, TrialConfig
+from mtbench.configs import AnalysisConfig, AttackConfig, DataConfig, TrainConfig, TrialConfig, setting_id
 from mtbench.defaults import DEFAULT_OBJECTIVE, PAPER_ATTACK, PAPER_ENCODER
 from mtbench.results import MetricRow, Phase, SampleRow, TrialStatus
 from mtbench.storage.db import Store
@@ -32,11 +32,14 @@ class ResultsWriter:
         self.metrics: list[dict[str, Any]] = []
         self.samples: list[dict[str, Any]] = []
         self._tasks: dict[str, dict[str, str]] = {}  # model trial -> code -> task name
+        self._settings: dict[str, str] = {}  # trial -> setting id, as the store computes it
 
     def _trial(self, config: TrialConfig, suspect: bool = False) -> str:
         """A done trial under a made-up id (two made-up trials may share a configuration)."""
         tid = f"{config.kind[0]}{next(self._ids):015d}"
-        self.trials.append({"id": tid, "kind": config.kind, "label": config.label(), "parent": config.parent,
+        self._settings[tid] = setting_id(config.kind, config, self._settings)
+        self.trials.append({"id": tid, "setting_id": self._settings[tid], "kind": config.kind,
+                            "label": config.label(), "parent": config.parent,
                             "config": json.dumps(config.record(), sort_keys=True), "status": TrialStatus.DONE.value,
                             "attempts": 1, "suspect": suspect, "seed": getattr(config, "seed", None)})
         return tid
