@@ -84,6 +84,7 @@ def run_attack(config: AttackConfig, trial_id: str, ctx: TrialContext) -> TrialR
     checks = {"in_ball": True, "in_box": True, "finite": True, "objective_not_lower": True, "eval_mode": True,
               "eps0_is_clean": True, "max_norm": 0.0, "objective_lower_samples": 0}
     n = 0
+    valid_pixels: dict[str, int] = defaultdict(int)
     winners: list[torch.Tensor] = []
     members: list[str] = []
     advance = ctx.progress("batches", len(loader))
@@ -121,11 +122,14 @@ def run_attack(config: AttackConfig, trial_id: str, ctx: TrialContext) -> TrialR
                     if t in tasks and metric == tasks[t].error_metric != "error":  # one name across tasks
                         trace_sums[(step, t, "error")] += v.sum().item()
         _check(checks, images, x_adv, config, objective, clean.values, adv.values)
+        for t in tasks:
+            valid_pixels[t] += int(torch.count_nonzero(masks[t]))
         if batch_index == 0:
             _check_eps0(checks, attack, request, images)
         n += images.shape[0]
         advance(1)
 
+    _check_valid_pixels(checks, valid_pixels, tasks)
     if config.source_model:
         checks.pop("objective_not_lower")  # a transferred example need not raise the target's loss
     metrics = _metric_rows(config, tasks, attacked, clean_all, adv_all, trace_sums, n, objective)
@@ -159,6 +163,13 @@ def _check(checks, images, x_adv, config: AttackConfig, objective, clean, adv) -
     lower = int((obj_adv < obj_clean - 1e-4 * obj_clean.abs().clamp_min(1)).sum())
     checks["objective_lower_samples"] += lower
     checks["objective_not_lower"] &= bool(obj_adv.mean() >= obj_clean.mean() - 1e-6)
+
+
+def _check_valid_pixels(checks: dict, valid_pixels: dict[str, int], tasks) -> None:
+    """A task without one valid test pixel has no error to measure (its mean would read 0, the best
+    score there is): the trial is suspect rather than a silent zero at the top of a ranking."""
+    checks["valid_test_pixels"] = {t: valid_pixels.get(t, 0) for t in tasks}
+    checks["every_task_has_valid_pixels"] = all(valid_pixels.get(t, 0) > 0 for t in tasks)
 
 
 def _check_eps0(checks, attack, request: AttackRequest, images) -> None:

@@ -49,8 +49,9 @@ def per_task_losses(model, batch, tasks, device) -> tuple[dict, dict]:
 
 
 @torch.no_grad()
-def evaluate_clean(model, loader, tasks, device) -> dict[str, dict[str, float]]:
-    """Mean loss and every metric of every task over a split (aggregated metrics by their aggregate)."""
+def evaluate_clean(model, loader, tasks, device, valid: dict[str, int] | None = None) -> dict[str, dict[str, float]]:
+    """Mean loss and every metric of every task over a split (aggregated metrics by their aggregate);
+    ``valid``, if given, gets each task's count of valid (masked-in) pixels."""
     model.eval()
     sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     statistics = []
@@ -61,6 +62,8 @@ def evaluate_clean(model, loader, tasks, device) -> dict[str, dict[str, float]]:
         targets = {t: v.to(device) for t, v in targets.items()}
         masks = {t: v.to(device) for t, v in masks.items()}
         for t, spec in tasks.items():
+            if valid is not None:
+                valid[t] = valid.get(t, 0) + int(torch.count_nonzero(masks[t]))
             sums[t]["loss"] += losses[t].sum().item()
             for m in spec.metrics:
                 sums[t][m.name] += m.fn(outputs[t], targets[t], masks[t]).sum().item()
@@ -135,7 +138,8 @@ def run_train(config: TrainConfig, trial_id: str, ctx: TrialContext) -> TrialRes
         if epoch < config.epochs:
             save_state(ctx.checkpoints, trial_id, epoch, model, opt, sched, gen, [r.record() for r in rows])
         advance(1)
-    for t, values in evaluate_clean(model, test_loader, tasks, device).items():
+    valid: dict[str, int] = {}
+    for t, values in evaluate_clean(model, test_loader, tasks, device, valid).items():
         values.setdefault("error", values[tasks[t].error_metric])  # the paper's clean error, by one name
         rows += [MetricRow(Phase.CLEAN, t, metric, v, config.epochs) for metric, v in values.items()]
 
@@ -155,7 +159,9 @@ def run_train(config: TrainConfig, trial_id: str, ctx: TrialContext) -> TrialRes
         "image_size": data.image_size,
     }
     clear_state(ctx.checkpoints, trial_id)
-    return TrialResult(metrics=rows, model=model_row)
+    # a task without one valid test pixel has no clean error (it would read 0): the trial is suspect
+    checks = {"valid_test_pixels": valid, "every_task_has_valid_pixels": all(valid.get(t, 0) > 0 for t in tasks)}
+    return TrialResult(metrics=rows, model=model_row, checks=checks, suspect=not checks["every_task_has_valid_pixels"])
 
 
 def _save_snapshot(ctx: TrialContext, trial_id: str, config: TrainConfig, model, epoch: int) -> str:

@@ -195,10 +195,11 @@ def outputs() -> dict[Path, str]:
 
 
 def paper_settings() -> str:
-    """JSON: per setting (S1...S8), its models' setting less tasks and weights (``model``), the weights of
-    each task set (``weights``) and the settings of the attacks on the epochs it names (``attacks``),
-    each less the model and attacked tasks, all without data paths and seeds (``mtbench.report.paper``
-    compares a trial's setting with these)."""
+    """JSON: per setting (S1...S8), its models' setting less tasks and weighting (``model``), the weighting
+    and weights of each task set (``models``; a single task is trained "uniform" even in S4) and the
+    settings of the attacks on the epochs it names (``attacks``), each less the model and attacked
+    tasks; all without data paths and seeds (``mtbench.report.paper`` compares a trial's setting with
+    these)."""
     from mtbench.grid import load_grid
     from mtbench.plugins import get_plugins
     from mtbench.report.paper import attack_template, model_template
@@ -211,7 +212,8 @@ def paper_settings() -> str:
         attacks = [t.config.record() for t in grid.trials if t.kind.value == "attack" and t.config.epoch == epoch]
         templates = {json.dumps(attack_template(a), sort_keys=True) for a in attacks}
         out[setting.name] = {"model": model_template(models[0]),
-                             "weights": {"".join(m["codes"]): m["weights"] for m in models},
+                             "models": {"".join(m["codes"]): {"weighting": m["weighting"], "weights": m["weights"]}
+                                        for m in models},
                              "attacks": [json.loads(t) for t in sorted(templates)]}
     return json.dumps(out, indent=1, sort_keys=True) + "\n"
 

@@ -35,6 +35,8 @@ OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="write
                                                    "(html: default <out>/report.html)")]
 PlotsOpt = Annotated[Optional[Path], typer.Option(help="also draw the paper's figures (PNG + SVG) here")]
 LimitOpt = Annotated[int, typer.Option(min=0, help="at most this many rows per table (0: all)")]
+CompareOpt = Annotated[bool, typer.Option("--compare-paper", help="show the paper's figure beside ours even where "
+                                          "the setting is not the paper's preset (marked 'forced')")]
 TransferOpt = Annotated[bool, typer.Option("--transfer", help="report transfer attacks (crafted on another model) "
                                            "instead of attacks on the model itself")]
 
@@ -45,6 +47,7 @@ def report(
     steps: StepsOpt = None, objective: ObjectiveOpt = None, targets: TargetsOpt = "main",
     metric: MetricOpt = "rel_vuln_ratio_of_means", sort: SortOpt = None, fmt: FormatOpt = Format.table,
     output: OutputOpt = None, plots: PlotsOpt = None, limit: LimitOpt = 50, transfer: TransferOpt = False,
+    compare_paper: CompareOpt = False,
 ) -> None:
     """Leaderboards, the paper's tables and figures, straight from the database (torch is not imported)."""
     from mtbench.report.assemble import build_report, parse_filters
@@ -52,7 +55,7 @@ def report(
     from mtbench.report.render import render
 
     f = parse_filters(eps, metric, encoder=encoder, task=task, attack=attack, steps=steps, objective=objective,
-                      transfer=transfer, targets=targets, sort=sort)
+                      transfer=transfer, targets=targets, sort=sort, compare_paper=compare_paper)
     built = build_report(load_frames(source or db or str(out)), f, [v.value for v in view or []], limit, plots,
                          html=fmt is Format.html)
     if plots:

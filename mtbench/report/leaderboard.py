@@ -295,6 +295,7 @@ def model_rows(frames: Frames, f: Filters) -> Section:
         for name, code in zip(m["names"], m["codes"]):
             row[f"err_{code}"] = clean.get((tid, name))
             row[f"const_{code}"] = const.get((tid, name))
+        row["suspect"] = bool(m.get("suspect"))  # e.g. a task without valid test pixels: its error means nothing
         rows.append(row)
     return Section("Models: clean error per task (err_<code>) beside the best constant predictor's (const_<code>)",
                    rows, note="1-mIoU for s, MSE otherwise; lower is better")

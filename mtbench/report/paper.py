@@ -43,7 +43,7 @@ PAPER_PRESETS = {("resnet18", "uniform"): "S1", ("resnet18", "optimal"): "S4"}
 """The preset (examples/paper) whose setting the shipped figures of an (encoder, weighting) were measured in."""
 DATA_PATHS = ("root", "split_file")
 """Where the data lie on one machine: not part of the paper's setting (its content is)."""
-MODEL_AXES_OF_PRESET = ("tasks", "codes", "weights")
+MODEL_AXES_OF_PRESET = ("tasks", "codes", "weighting", "weights")
 ATTACK_AXES_OF_PRESET = ("model", "targets", "targets_codes")
 TABLE2_AXES = ("attack", "objective", "options", "weights")
 """What the columns of Table 2 vary: the rest of the attack must be the preset's."""
@@ -87,10 +87,10 @@ def paper_differences(setting: dict[str, Any], preset: str, skip: Iterable[str] 
     theirs = _flat(p["model"])
     diff = _diff(ours, theirs)
     codes = "".join(model.get("codes") or [])
-    if codes not in p["weights"]:
+    if codes not in p["models"]:
         diff.append(f"tasks={codes}")
-    elif p["weights"][codes] != model.get("weights"):
-        diff.append(f"weights={model.get('weights')}")
+    else:
+        diff += [f"{k}={model.get(k)}" for k in ("weighting", "weights") if p["models"][codes][k] != model.get(k)]
     attack = _flat({k: v for k, v in attack_template(setting).items() if k not in set(skip)})
     best = min((_diff(attack, _flat({k: v for k, v in a.items() if k not in set(skip)})) for a in p["attacks"]),
                key=len, default=[])

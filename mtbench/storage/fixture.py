@@ -34,6 +34,13 @@ class ResultsWriter:
         self._tasks: dict[str, dict[str, str]] = {}  # model trial -> code -> task name
         self._settings: dict[str, str] = {}  # trial -> setting id, as the store computes it
 
+    def trial(self, config: TrialConfig, suspect: bool = False) -> str:
+        """Add a done trial of any configuration (a preset's, say); its metrics go in with :meth:`metric`."""
+        return self._trial(config, suspect)
+
+    def metric(self, tid: str, phase: Phase, task: str, metric: str, value: float, step: int = 0) -> None:
+        self._metric(tid, phase, task, metric, value, step)
+
     def _trial(self, config: TrialConfig, suspect: bool = False) -> str:
         """A done trial under a made-up id (two made-up trials may share a configuration)."""
         tid = f"{config.kind[0]}{next(self._ids):015d}"
@@ -50,13 +57,14 @@ class ResultsWriter:
     def add_model(self, tasks: dict[str, str], clean_err: dict[str, float], encoder: str = PAPER_ENCODER,
                   weighting: str = "uniform", epochs: int = 10, seed: int = 0,
                   const_err: dict[str, float] | None = None, parameters: int = 14_000_000,
-                  macs: int = 6_000_000_000) -> str:
-        """``tasks``: code -> name, main task first. Returns the training trial's id."""
+                  macs: int = 6_000_000_000, weights: dict[str, float] | None = None, suspect: bool = False) -> str:
+        """``tasks``: code -> name, main task first; ``weights``: task name -> weight (default uniform).
+        Returns the training trial's id."""
         names = list(tasks.values())
         tid = self._trial(TrainConfig(
             encoder=encoder, tasks=names, codes=list(tasks), weighting=weighting,
-            weights={n: 1 / len(names) for n in names}, epochs=epochs, batch_size=16, lr=1e-3, optimizer="adam",
-            lr_milestones=(0.8, 0.93), seed=seed, data=DATA))
+            weights=weights or {n: 1 / len(names) for n in names}, epochs=epochs, batch_size=16, lr=1e-3,
+            optimizer="adam", lr_milestones=(0.8, 0.93), seed=seed, data=DATA), suspect=suspect)
         self._tasks[tid] = dict(tasks)
         for code, name in tasks.items():
             self._metric(tid, Phase.CLEAN, name, "error", clean_err[code], epochs)
