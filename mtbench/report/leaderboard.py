@@ -134,6 +134,9 @@ def differences(items: list[dict[str, Any]]) -> list[str]:
     how to tell apart table sections or rows that would otherwise look the same."""
     flat = [_flatten(s) for s in items]
     varying = sorted({k for f in flat for k in f if len({json.dumps(g.get(k), sort_keys=True) for g in flat}) > 1})
+    # an attack inherits its model's data and loss options: name them once, as the model's
+    varying = [k for k in varying if not (f"model.{k}" in varying and all(f.get(k) == f.get(f"model.{k}")
+                                                                          for f in flat))]
     return [", ".join(f"{k}={f.get(k)}" for k in varying) for f in flat]
 
 

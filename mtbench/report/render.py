@@ -91,7 +91,7 @@ def _print_tables(sections: list[Section], console) -> None:
             say(console, f"{s.title}: nothing yet", style="dim")
             continue
         say(console, s.title, style="bold")  # not the table's title: rich wraps that to its width
-        table = LiteralTable(caption=s.note or None, caption_justify="left")
+        table = LiteralTable()
         for c in s.shown():
             numeric = any(isinstance(r.get(c), (int, float)) and not isinstance(r.get(c), bool) for r in s.rows)
             table.add_column(c, justify="right" if numeric else "left", no_wrap=c == "model",
@@ -99,3 +99,5 @@ def _print_tables(sections: list[Section], console) -> None:
         for r in s.rows:
             table.add_row(*(s.cell(r, c) for c in s.shown()))
         console.print(table)
+        if s.note:  # below the table at the console's width: a caption would wrap to a narrow table's
+            say(console, s.note, style="dim")
