@@ -221,12 +221,16 @@ def paired_claims(ev: Evidence, cid: str, text: str, rule: str, pairs: list[tupl
     for k in sorted(data, key=labels.get):
         groups = list(data[k].values())
         seeds = min(len(g) for g in groups)
+        first, second = (float(np.mean([np.mean([relative_increase(u[:, i], u[:, i + 1]) for u in units])
+                                        for units in groups])) for i in (0, 2))
         estimate = _rel_change(groups)
         low, high = two_level_bootstrap(groups, _rel_change, RESAMPLES)
-        numbers = f"relative change of v {estimate:+.1%} over {len(groups)} setting(s){note(strata[k])}"
+        numbers = (f"relative change of v {estimate:+.1%} (v {first:.3g} -> {second:.3g}) over {len(groups)} "
+                   f"setting(s){note(strata[k])}")
         if math.isnan(low) or math.isnan(estimate):
-            out.append(Claim(cid, text, labels[k], rule, numbers + " (not finite: a v of 0?)", None, None, None,
-                             NOT_ENOUGH, _covers(seeds)))
+            why = f"v {first:.3g} -> {second:.3g}: a first v <= 0 leaves the relative change undefined"
+            out.append(Claim(cid, text, labels[k], rule, why + note(strata[k]), None, None, None, NOT_ENOUGH,
+                             _covers(seeds)))
             continue
         out.append(Claim(cid, text, labels[k], rule, numbers, estimate, low, high, *_decided(cid, decide(low, high),
                                                                                               seeds)))
