@@ -9,7 +9,7 @@ report read it by attribute. Its JSON (``record()``) is what the ``trials`` tabl
 - *identity* (the default): it can change the results, so it is part of the id;
 - *execution*: how the work runs, not what it computes (an attack's batch size, since a sample's
   perturbation never depends on its batch; whether per-step traces are stored); not in the id;
-- *seed*: part of the id; the **setting id** is the id without the seeds, so that results are
+- *seed*: part of the id; the **setting id** (:func:`setting_id`) leaves the seeds out, so that results are
   averaged over seeds only within one setting.
 
 A field added after trials were first stored is declared with :func:`added`: it leaves the id
@@ -72,7 +72,7 @@ class Config(BaseModel):
         return self.model_dump(mode="json")
 
     def identity(self, with_seeds: bool = True) -> dict[str, Any]:
-        """The fields that make the id (without the seeds: the setting id), nested configs included."""
+        """The fields that make the id (``with_seeds=False``: less the seeds), nested configs included."""
         out: dict[str, Any] = {}
         for name, info in type(self).model_fields.items():
             extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
@@ -89,11 +89,6 @@ class Config(BaseModel):
     def id(self) -> str:
         """The trial id: a hash of the identity fields (see the module's policy)."""
         return _digest(self.identity())
-
-    @property
-    def setting_id(self) -> str:
-        """The id without the seeds: trials of one setting differ only in their seeds."""
-        return _digest(self.identity(with_seeds=False))
 
 
 def _plain(value: Any) -> Any:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from helpers import run_cli
 
-from mtbench.configs import CONFIG_TYPES, AttackConfig, Role, TrialKind, added, parse_config
+from mtbench.configs import CONFIG_TYPES, AttackConfig, Role, TrialKind, added, parse_config, setting_id
 from mtbench.errors import MtbenchError
 from mtbench.grid import load_grid
 from mtbench.runner import EXECUTORS, executor_for
@@ -38,11 +38,14 @@ def test_execution_keys_leave_the_id_and_identity_keys_change_it(grid):
 
 def test_seeds_change_the_id_but_not_the_setting(grid):
     train = grid.train_trials[0].config
+    def setting(config) -> str:
+        return setting_id("train", config, {})
+
     other = train.model_copy(update={"seed": 7})
-    assert other.id != train.id and other.setting_id == train.setting_id
+    assert other.id != train.id and setting(other) == setting(train)
     data = train.data.model_copy(update={"seed": 3})  # the seed of generated data is a seed too
-    assert train.model_copy(update={"data": data}).setting_id == train.setting_id
-    assert train.model_copy(update={"lr": train.lr * 10}).setting_id != train.setting_id
+    assert setting(train.model_copy(update={"data": data})) == setting(train)
+    assert setting(train.model_copy(update={"lr": train.lr * 10})) != setting(train)
 
 
 def test_a_new_key_at_its_default_keeps_every_id(grid):

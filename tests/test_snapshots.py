@@ -57,6 +57,9 @@ def test_attacks_run_on_the_snapshots_they_name(tmp_path, write_grid):
     assert {p.name for p in checkpoints.glob("*.safetensors")} == {
         f"{train['id']}.safetensors", f"{train['id']}.epoch1.safetensors", f"{train['id']}.epoch2.safetensors"}
     db = tmp_path / "r" / "mtbench.db"
+    with sqlite3.connect(db) as con:  # the plan's setting ids are the ones stored
+        assert dict(con.execute("select id, setting_id from trials").fetchall()) == {
+            t["id"]: t["setting_id"] for t in trials}
     attacks = done_attacks(db)
     assert set(attacks) == {1, None}
     # the attack at epoch 1 measured the model as it was after epoch 1: its clean error is the error the

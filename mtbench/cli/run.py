@@ -86,8 +86,13 @@ def _print_plan_json(g: Grid, opened: Store | None) -> None:
     """--dry-run --format json: every trial's id, setting id, status and fully resolved configuration."""
     import json
 
+    from mtbench.configs import setting_id
+
     statuses = opened.statuses(t.id for t in g.trials) if opened else {}
-    plan = [{"id": t.id, "setting_id": t.config.setting_id, "kind": str(t.kind), "label": t.label(),
+    settings: dict[str, str] = {}
+    for t in g.trials:  # models first: an attack's setting holds its model's
+        settings[t.id] = setting_id(str(t.kind), t.config, settings)
+    plan = [{"id": t.id, "setting_id": settings[t.id], "kind": str(t.kind), "label": t.label(),
              "needs": t.parent, "status": statuses.get(t.id, "new"), "config": t.config.record()} for t in g.trials]
     print(json.dumps({"grid": str(g.path), "name": g.settings.run.name, "trials": plan}, indent=1))
 
