@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import shutil
 import sqlite3
@@ -197,9 +198,10 @@ def test_plots_and_self_contained_html(known_db, tmp_path):
     result = run_cli("report", "--out", str(known_db), "--view", "all", "--format", "html", "--plots", str(plots))
     assert result.returncode == 0, result.stderr
     names = {p.name for p in plots.iterdir()}
-    for stem in ("steps_resnet18_sd_uniform_pgd-linf_8_255", "transfer_resnet18_sd_uniform_pgd-linf_8_255",
+    for stem in ("steps_resnet18_sd_uniform_*_pgd-linf_8_255", "transfer_resnet18_sd_uniform_*_pgd-linf_8_255",
                  "vulnerability_vs_tasks", "vulnerability_vs_eps", "clean_vs_robust"):
-        assert {f"{stem}.png", f"{stem}.svg"} <= names
+        assert any(fnmatch.fnmatch(n, f"{stem}.svg") for n in names) and any(
+            fnmatch.fnmatch(n, f"{stem}.png") for n in names), stem
     page = (known_db / "report.html").read_text()
     parser = _Collector()
     parser.feed(page)
@@ -282,3 +284,23 @@ def test_real_trials_of_two_seeds_share_one_setting(real_results):
     assert len(ids) == 2 and configs[ids[0]]["seed"] != configs[ids[1]]["seed"]
     assert len({leaderboard.key(s) for s in leaderboard.settings(frames, ids).values()}) == 1
     assert len({leaderboard.key(s) for s in leaderboard.settings(frames, ids, with_seeds=True).values()}) == 2
+
+
+def test_figures_average_seeds_of_one_setting_only(tmp_path):
+    """Two attacks of one model that differ in their steps are two lines of the eps sweep, not one mean;
+    two seeds of one setting are one point, their mean."""
+    from mtbench.report import plots
+
+    store = Store(f"sqlite:///{tmp_path / 'mtbench.db'}")
+    w = ResultsWriter(store)
+    for seed, v in ((0, 0.2), (1, 0.4)):
+        s = w.add_model({"s": S}, {"s": 0.5}, seed=seed)
+        for eps, steps, scale in ((4 / 255, 10, 1.0), (8 / 255, 10, 2.0), (4 / 255, 25, 3.0), (8 / 255, 25, 4.0)):
+            w.add_attack(s, "s", {S: v * scale}, eps=eps, steps=steps, seed=seed)
+    w.flush()
+    lines, _, _ = plots._sweep(load_frames(str(tmp_path)), Filters(), "eps")
+    assert sorted(name for _, name in lines) == ["resnet18/s/uniform (steps=10)", "resnet18/s/uniform (steps=25)"]
+    by_name = {name: {round(x * 255): vs for x, vs in points.items()} for (_, name), points in lines.items()}
+    assert by_name["resnet18/s/uniform (steps=10)"] == {4: [0.2, 0.4], 8: [0.4, 0.8]}  # the two seeds
+    assert by_name["resnet18/s/uniform (steps=25)"] == {4: [pytest.approx(0.6), pytest.approx(1.2)],
+                                                       8: [0.8, 1.6]}

@@ -1,11 +1,14 @@
 """The paper's figures from the database, as PNG and SVG (``mtbench report --plots DIR``).
 
 Each function draws one kind of figure and returns the files it wrote; a figure with no data to
-show is skipped rather than drawn empty.
+show is skipped rather than drawn empty. Like the tables, a figure averages trials only within one
+setting (seeds): trials whose settings differ in more than the figure's axes get lines, panels or
+figures of their own, labelled with the keys that differ (:func:`_settings_of`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections import defaultdict
@@ -14,7 +17,20 @@ from pathlib import Path
 
 from mtbench.errors import MtbenchError
 from mtbench.report.frames import Frames
-from mtbench.report.leaderboard import Filters, attack_info, default_attack, fraction, metric_values, model_info
+from mtbench.report.leaderboard import (
+    MODEL_AXES,
+    TARGET_AXES,
+    Filters,
+    attack_info,
+    default_attack,
+    differences,
+    fraction,
+    key,
+    metric_values,
+    model_info,
+    settings,
+    without,
+)
 from mtbench.results import Phase
 from mtbench.storage.files import write_files
 
@@ -52,6 +68,36 @@ def _chosen(frames: Frames, f: Filters):
     return models, attacks, attack, eps
 
 
+def _settings_of(frames: Frames, rows: list[dict], model: tuple[str, ...] = (),
+                 attack: tuple[str, ...] = ()) -> dict[str, str]:
+    """Attack trial id -> the key of its setting less the keys a figure varies along (``model``: of its
+    model's part, ``attack``: of its own). Trials are averaged together only when these keys are equal:
+    they then differ in their seeds alone."""
+    found = settings(frames, [r["id"] for r in rows])
+    return {i: key(without(s, model=model, attack=attack)) for i, s in found.items()}
+
+
+def _labels(keys) -> dict[str, str]:
+    """For each distinct setting key: ``" (k=v, ...)"`` of the keys that tell it from the others, or ''."""
+    distinct = list(dict.fromkeys(keys))
+    return {k: f" ({d})" if d else "" for k, d in zip(distinct, differences([json.loads(k) for k in distinct]))}
+
+
+def _labels_within(groups: dict[str, object], setting: dict[str, str]) -> dict[str, str]:
+    """Trial id -> the label of its setting among the trials of the same group (a line's name): only
+    what tells apart lines that would otherwise carry one name."""
+    out: dict[str, str] = {}
+    for group in set(groups.values()):
+        ids = [i for i, g in groups.items() if g == group and i in setting]
+        labels = _labels(setting[i] for i in ids)
+        out.update({i: labels[setting[i]] for i in ids})
+    return out
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
 def _save(fig, out: Path, stem: str, title: str, caption: str) -> Figure:
     import matplotlib.pyplot as plt
 
@@ -74,29 +120,33 @@ def error_along_steps(frames: Frames, f: Filters, out: Path) -> list[Figure]:
 
     models, attacks, attack, eps = _chosen(frames, f)
     by_id = {r["id"]: r for r in attacks if r["attack"] == attack and r["eps"] == eps}
+    setting = _settings_of(frames, list(by_id.values()), attack=TARGET_AXES)
     trace = frames.read_metrics(Phase.TRACE, "error", list(by_id)).to_pydict()
-    series: dict[str, dict[tuple[str, str], list[tuple[int, float]]]] = defaultdict(lambda: defaultdict(list))
+    series: dict[str, dict[tuple[str, str, str], dict[int, list[float]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list)))
     for tid, task, step, value in zip(trace["trial_id"], trace["task"], trace["step"], trace["value"]):
-        if tid in by_id:
-            series[by_id[tid]["model"]][(by_id[tid]["targets"], task)].append((step, value))
+        if tid in by_id:  # a model's seed is in its id: one figure per model, its attacks' lines by setting
+            series[by_id[tid]["model"]][(by_id[tid]["targets"], setting[tid], task)][step].append(value)
     figures = []
     for model_id, lines in list(series.items())[:MAX_FIGURES_PER_KIND]:
         model = models[model_id]
         tasks = model["names"]
+        labels = _labels(line for _, line, _ in lines)  # what tells this model's attack settings apart
         fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
         for ax, task in zip(axes[0], tasks):
-            for (targets, measured), points in sorted(lines.items()):
+            for (targets, line, measured), points in sorted(lines.items()):
                 if measured != task:
                     continue
-                points.sort()
-                ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", label=f"attacking {targets}")
+                steps = sorted(points)
+                ax.plot(steps, [_mean(points[x]) for x in steps], marker=".",
+                        label=f"attacking {targets}{labels[line]}")
             ax.set(title=task, xlabel="PGD step", ylabel="error (1-mIoU or MSE)")
             ax.grid(alpha=0.3)
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=8)
             else:
                 ax.text(0.5, 0.5, "no trace stored", ha="center", va="center", transform=ax.transAxes)
-        figures.append(_save(fig, out, f"steps_{model['name']}_{attack}_{fraction(eps)}",
+        figures.append(_save(fig, out, f"steps_{model['name']}_{model_id[:6]}_{attack}_{fraction(eps)}",
                              f"{model['name']}: error along {attack} eps={fraction(eps)}",
                              "Error of each task (panel) at every attack step, for each attacked task set (line). "
                              "Step 0 is the clean error."))
@@ -110,45 +160,57 @@ def vulnerability_vs_tasks(frames: Frames, f: Filters, out: Path) -> list[Figure
 
     models, attacks, attack, eps = _chosen(frames, f)
     vuln = metric_values(frames, Phase.VULNERABILITY, f.metric)
-    lines: dict[tuple[str, str], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for r in attacks:
+    chosen = [r for r in attacks if r["attack"] == attack and r["eps"] == eps
+              and r["targets"] == models[r["model"]]["codes"]]
+    # along the x axis the model's tasks (and so its weights and per-task loss options) change
+    setting = _settings_of(frames, chosen, model=(*MODEL_AXES, "loss_options"), attack=TARGET_AXES)
+    labels = _labels_within({r["id"]: (models[r["model"]]["weighting"], models[r["model"]]["codes"][0])
+                             for r in chosen}, setting)
+    lines: dict[tuple[str, str, str], dict[int, dict[str, list[float]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list)))
+    for r in chosen:
         m = models[r["model"]]
-        if r["attack"] != attack or r["eps"] != eps or r["targets"] != m["codes"]:
-            continue
         v = vuln.get((r["id"], m["main"]))
-        if v is not None:
-            lines[(m["weighting"], m["codes"][0])][len(m["codes"])].append(v)
+        if v is not None:  # seeds of one task set averaged; each task set of N tasks is a point of its own
+            line = (m["weighting"], f"main task {m['codes'][0]}{labels[r['id']]}", setting[r["id"]])
+            lines[line][len(m["codes"])][m["codes"]].append(v)
     if not any(len(points) > 1 for points in lines.values()):
         return []
-    weightings = sorted({w for w, _ in lines})
+    weightings = sorted({w for w, _, _ in lines})
     fig, axes = plt.subplots(1, len(weightings), figsize=(5 * len(weightings), 3.8), squeeze=False, sharey=True)
     for ax, w in zip(axes[0], weightings):
-        for (weighting, main), points in sorted(lines.items()):
+        for (weighting, label, _), points in sorted(lines.items()):
             if weighting != w:
                 continue
             xs = sorted(points)
-            ax.plot(xs, [sum(points[x]) / len(points[x]) for x in xs], marker="o", label=f"main task {main}")
+            per_set = {x: [_mean(vs) for vs in points[x].values()] for x in xs}
+            drawn = ax.plot(xs, [_mean(per_set[x]) for x in xs], marker="o", label=label)
+            ax.scatter([x for x in xs for _ in per_set[x]], [v for x in xs for v in per_set[x]], s=12,
+                       color=drawn[0].get_color(), alpha=0.5)
         ax.set(title=f"{w} weighting" + (" (1/N)" if w == "uniform" else ""), xlabel="number of tasks in the model",
                ylabel=V_LABEL)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return [_save(fig, out, "vulnerability_vs_tasks", f"Vulnerability vs number of tasks, {attack} eps={fraction(eps)}",
-                  "Main-task vulnerability when every task of the model is attacked together, by model size.")]
+                  "Main-task vulnerability when every task of the model is attacked together, by model size: "
+                  "a dot per task set (its seeds averaged), the line through each size's mean over its task sets.")]
 
 
-def _sweep(frames: Frames, f: Filters, key: str):
+def _sweep(frames: Frames, f: Filters, axis: str):
+    """Lines of the main task's v along ``axis`` (eps or steps), one per model setting and attack setting
+    less that axis (eps sweeps also let the default step size eps/4 follow), seeds averaged."""
     models, attacks, attack, eps = _chosen(frames, f)
     vuln = metric_values(frames, Phase.VULNERABILITY, f.metric)
+    chosen = [r for r in attacks if r["targets"] == models[r["model"]]["codes"][0]
+              and (axis != "steps" or (r["attack"] == attack and r["eps"] == eps))]
+    setting = _settings_of(frames, chosen, attack=("eps", "step_size") if axis == "eps" else ("steps",))
+    labels = _labels_within({r["id"]: (r["norm"], models[r["model"]]["name"]) for r in chosen}, setting)
     lines: dict[tuple[str, str], dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for r in attacks:
+    for r in chosen:
         m = models[r["model"]]
-        if r["targets"] != m["codes"][0]:
-            continue
-        if key == "steps" and (r["attack"] != attack or r["eps"] != eps):
-            continue
         v = vuln.get((r["id"], m["main"]))
         if v is not None:
-            lines[(r["norm"] or r["attack"], m["name"])][r[key]].append(v)
+            lines[(r["norm"] or r["attack"], m["name"] + labels[r["id"]])][r[axis]].append(v)
     return lines, attack, eps
 
 
@@ -166,7 +228,7 @@ def vulnerability_vs_eps(frames: Frames, f: Filters, out: Path) -> list[Figure]:
             if n == norm:
                 xs = sorted(points)
                 scale = 255 if norm == "linf" else 1
-                ax.plot([x * scale for x in xs], [sum(points[x]) / len(points[x]) for x in xs], marker="o", label=name)
+                ax.plot([x * scale for x in xs], [_mean(points[x]) for x in xs], marker="o", label=name)
         ax.set(title=f"{norm} attacks",
                xlabel="eps (grey levels /255)" if norm == "linf" else "eps (L2 norm, [0,1] pixels)",
                ylabel=V_LABEL)
@@ -187,7 +249,7 @@ def vulnerability_vs_steps(frames: Frames, f: Filters, out: Path) -> list[Figure
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for (_, name), points in sorted(lines.items()):
         xs = sorted(points)
-        ax.plot(xs, [sum(points[x]) / len(points[x]) for x in xs], marker="o", label=name)
+        ax.plot(xs, [_mean(points[x]) for x in xs], marker="o", label=name)
     ax.set(xlabel="attack steps", ylabel=V_LABEL)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -202,17 +264,20 @@ def transfer_heatmaps(frames: Frames, f: Filters, out: Path) -> list[Figure]:
 
     models, attacks, attack, eps = _chosen(frames, f)
     vuln = metric_values(frames, Phase.VULNERABILITY, f.metric)
-    grids: dict[str, dict[tuple[str, str], float]] = defaultdict(dict)
-    for r in attacks:
+    chosen = [r for r in attacks if len(models[r["model"]]["codes"]) > 1 and r["attack"] == attack
+              and r["eps"] == eps and len(r["targets"]) == 1]
+    setting = _settings_of(frames, chosen, attack=TARGET_AXES)
+    grids: dict[tuple[str, str], dict[tuple[str, str], float]] = defaultdict(dict)
+    for r in chosen:  # one trial per cell: its model (one seed) and its attack setting are the figure's
         m = models[r["model"]]
-        if len(m["codes"]) < 2 or r["attack"] != attack or r["eps"] != eps or len(r["targets"]) != 1:
-            continue
         for name, code in zip(m["names"], m["codes"]):
             v = vuln.get((r["id"], name))
             if v is not None:
-                grids[r["model"]][(r["targets"], code)] = v
+                grids[(r["model"], setting[r["id"]])][(r["targets"], code)] = v
+    labels = {(m, line): label for m in {m for m, _ in grids}  # what tells one model's attack settings apart
+              for line, label in _labels(line for model, line in grids if model == m).items()}
     figures = []
-    for model_id, grid in list(grids.items())[:MAX_FIGURES_PER_KIND]:
+    for (model_id, line), grid in list(grids.items())[:MAX_FIGURES_PER_KIND]:
         codes = models[model_id]["codes"]
         rows = [c for c in codes if any(k[0] == c for k in grid)]
         data = [[grid.get((a, b), float("nan")) for b in codes] for a in rows]
@@ -227,8 +292,10 @@ def transfer_heatmaps(frames: Frames, f: Filters, out: Path) -> list[Figure]:
         ax.set_yticks(range(len(rows)), rows)
         ax.set(xlabel="measured task", ylabel="attacked task")
         fig.colorbar(image, ax=ax, label="relative vulnerability")
-        figures.append(_save(fig, out, f"transfer_{models[model_id]['name']}_{attack}_{fraction(eps)}",
-                             f"{models[model_id]['name']}: cross-task transfer, {attack} eps={fraction(eps)}",
+        figures.append(_save(fig, out, f"transfer_{models[model_id]['name']}_{model_id[:6]}_{attack}_{fraction(eps)}"
+                             + (f"_{hashlib.sha256(line.encode()).hexdigest()[:6]}" if labels[model_id, line] else ""),
+                             f"{models[model_id]['name']}: cross-task transfer, {attack} eps={fraction(eps)}"
+                             + labels[model_id, line],
                              "Row: the task attacked alone; column: the task whose error is measured."))
     return figures
 
