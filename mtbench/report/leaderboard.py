@@ -129,11 +129,17 @@ def key(setting: dict[str, Any]) -> str:
     return json.dumps(setting, sort_keys=True)
 
 
+def varying_keys(items: list[dict[str, Any]]) -> list[str]:
+    """The (dotted) keys whose values differ among some settings, sorted."""
+    flat = [_flatten(s) for s in items]
+    return sorted({k for f in flat for k in f if len({json.dumps(g.get(k), sort_keys=True) for g in flat}) > 1})
+
+
 def differences(items: list[dict[str, Any]]) -> list[str]:
     """For each setting, ``"k=v, ..."`` of the (dotted) keys whose values differ among ``items``;
     how to tell apart table sections or rows that would otherwise look the same."""
     flat = [_flatten(s) for s in items]
-    varying = sorted({k for f in flat for k in f if len({json.dumps(g.get(k), sort_keys=True) for g in flat}) > 1})
+    varying = varying_keys(items)
     # an attack inherits its model's data and loss options: name them once, as the model's
     varying = [k for k in varying if not (f"model.{k}" in varying and all(f.get(k) == f.get(f"model.{k}")
                                                                           for f in flat))]

@@ -33,6 +33,7 @@ from mtbench.report.leaderboard import (
     metric_values,
     model_info,
     settings,
+    varying_keys,
     without,
 )
 from mtbench.report.render import Section
@@ -208,8 +209,7 @@ class Cell:
 
 def refusal(settings: list[dict[str, Any]]) -> str:
     """Why a cell is not a mean: the keys its settings differ in, and the report option that separates them."""
-    flat = [_flatten(x) for x in settings]
-    varying = sorted({k for f in flat for k in f if len({json.dumps(g.get(k), sort_keys=True) for g in flat}) > 1})
+    varying = varying_keys(settings)
     options = sorted({FILTERS[k] for k in varying if k in FILTERS})
     how = f"narrow with {', '.join(options)}" if options else "report each grid's results folder on its own"
     return f"refused: {len(settings)} settings differ in {', '.join(varying)} ({how})"
