@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from mtbench.configs import AdviceConfig
 from mtbench.defaults import ADVICE_ENCODER, DEFAULT_DATASET, PAPER_ATTACK, SURROGATE_ENCODER
@@ -34,7 +36,7 @@ from mtbench.errors import MtbenchError
 from mtbench.grid import Grid, expand, load_grid
 from mtbench.plugins import Plugins
 from mtbench.report.frames import Frames, load_frames
-from mtbench.report.leaderboard import done, metric_values
+from mtbench.report.leaderboard import done, metric_values, settings, varying_keys
 from mtbench.results import MetricRow, Phase, TrialResult
 from mtbench.settings import GridModel
 from mtbench.stats import bootstrap_ci, pearson, relative_increase, spearman
@@ -117,6 +119,7 @@ def evidence(frames: Frames, main: str, auxiliaries: list[str], encoder: str, ep
             values = [clean[(m["id"], m["task_names"].split(",")[0])] for m in ms
                       if (m["id"], m["task_names"].split(",")[0]) in clean]
             if values:
+                _one_setting(frames, main, aux, [m["id"] for m in ms])
                 out[aux] = _summarise(values, None, [m["id"] for m in ms])
         return out
     attacks = [r for r in done(frames, "attack", attack=attack["name"], eps=attack["eps"], steps=attack["steps"])
@@ -133,6 +136,7 @@ def evidence(frames: Frames, main: str, auxiliaries: list[str], encoder: str, ep
         values = [vuln[(r["id"], names[r["model"]])] for r in rs if (r["id"], names[r["model"]]) in vuln]
         if not values:
             continue
+        _one_setting(frames, main, aux, [r["id"] for r in rs])
         samples = None
         if len(values) == 1:
             table = frames.read_samples([rs[0]["id"]], "error").to_pydict()
@@ -141,6 +145,20 @@ def evidence(frames: Frames, main: str, auxiliaries: list[str], encoder: str, ep
             samples = (np.array([c for c, _ in rows]), np.array([a for _, a in rows])) if rows else None
         out[aux] = _summarise(values, samples, [r["id"] for r in rs])
     return out
+
+
+def _one_setting(frames: Frames, main: str, aux: str, ids: list[str]) -> None:
+    """A candidate's values are averaged as seeds of one setting: refuse trials of several settings
+    (another weighting, lr, data...) rather than mix them, naming the keys that differ."""
+    t = frames.trials
+    rows = t.filter(pc.is_in(t["id"], value_set=pa.array(ids, pa.string()))).select(["id", "setting_id"]).to_pylist()
+    by_setting = {r["setting_id"]: r["id"] for r in rows}
+    if len(by_setting) > 1:
+        found = settings(frames, by_setting.values())
+        keys = varying_keys(list(found.values()))
+        raise MtbenchError(f"main task {main} with {aux}: the database holds its trials in {len(by_setting)} settings "
+                           f"that differ in {', '.join(keys)}; the advisor averages seeds of one setting only: "
+                           "advise into a results folder of its own (--out)")
 
 
 def _summarise(values: list[float], samples: tuple[np.ndarray, np.ndarray] | None, trials: list[str]) -> Evidence:

@@ -13,6 +13,7 @@ from rich.console import Console
 
 from mtbench.advise import ALONE, base_settings, correlations, evidence, rank, run_advice_trial, validation_set
 from mtbench.configs import AdviceConfig
+from mtbench.errors import MtbenchError
 from mtbench.report.advice import advice_sections
 from mtbench.report.frames import load_frames
 from mtbench.stats import bootstrap_ci, pearson, ranks, spearman
@@ -49,6 +50,21 @@ def test_ranking_follows_the_proxy(known):
     assert ev["d"].value == pytest.approx(0.5) and ev["d"].seeds == 1
     clean = evidence(frames, "s", ["d", "D", "n", "E"], "resnet50", 10, "clean", None)
     assert sorted((a for a in clean if a != ALONE), key=lambda a: clean[a].value) == ["d", "n", "E", "D"]
+
+
+def test_a_candidate_in_two_settings_is_refused_not_averaged(tmp_path):
+    """An s+d model of another weighting in the same database is not a second seed of the first."""
+    store = Store(f"sqlite:///{tmp_path / 'mtbench.db'}")
+    w = ResultsWriter(store)
+    for weighting, v in (("uniform", 0.5), ("sum", 0.9)):
+        model = w.add_model({"s": NAMES["s"], "d": NAMES["d"]}, {"s": 0.42, "d": 0.42}, weighting=weighting,
+                            weights={NAMES["s"]: 1.0, NAMES["d"]: 1.0} if weighting == "sum" else None)
+        w.add_attack(model, "s", {NAMES["s"]: v})
+    w.flush()
+    frames = load_frames(store.url)
+    for kind, attack in (("vulnerability", ATTACK), ("clean", None)):
+        with pytest.raises(MtbenchError, match="main task s with d: .* 2 settings that differ in .*weighting"):
+            evidence(frames, "s", ["d"], "resnet18", 10, kind, attack)
 
 
 def test_stored_advice_and_correlations_appear_in_the_report(known, tmp_path, plugins):
