@@ -128,6 +128,10 @@ class TrainConfig(Config):
     snapshots: tuple[int, ...] = execution((), "epochs whose weights are kept besides the trained model's")
     architecture: str = added("", "the encoder plugin's revision (EncoderSpec.revision): models of other "
                                   "layers are other models")
+    also_ranked_as: tuple[tuple[str, ...], ...] = execution(
+        (), "other orders of the same tasks this model stands for (task names, main task first): where the "
+            "weights do not depend on which task is the main one, sd and ds are one model, trained once and "
+            "ranked under each main task (``train.ordered_pairs``)")
     seed: int = seed("training seed: weight init and data order")
     data: DataConfig
     amp: bool = False
@@ -138,8 +142,17 @@ class TrainConfig(Config):
     def parent(self) -> str | None:
         return None
 
+    def in_order(self, tasks: tuple[str, ...]) -> TrainConfig:
+        """The same model with its tasks listed in another order (main task first), standing for no
+        other order: the config a separate training of that order would have."""
+        code = dict(zip(self.tasks, self.codes))
+        return self.model_copy(update={"tasks": tuple(tasks), "codes": tuple(code[t] for t in tasks),
+                                       "also_ranked_as": ()})
+
     def label(self) -> str:
-        return f"train {self.encoder} [{'+'.join(self.codes)}] {self.weighting}"
+        code = dict(zip(self.tasks, self.codes))
+        also = "".join(f", also [{'+'.join(code[t] for t in order)}]" for order in self.also_ranked_as)
+        return f"train {self.encoder} [{'+'.join(self.codes)}] {self.weighting}{also}"
 
 
 class OnModelConfig(Config):

@@ -70,6 +70,12 @@ class Grid:
     def train_trials(self) -> list[Trial]:
         return [t for t in self.trials if t.kind is TrialKind.TRAIN]
 
+    @property
+    def merged(self) -> int:
+        """How many task orders are ranked from another order's model instead of trained
+        (``train.ordered_pairs``, :func:`merge_orders`)."""
+        return sum(len(t.config.also_ranked_as) for t in self.train_trials)  # type: ignore[attr-defined]
+
 
 SCHEMA_TAG = re.compile(r"(function-\w+|constrained-\w+|lax-\w+|list|dict|literal|union|nullable|str|int|float|bool)"
                         r"(\[.*\])?")
@@ -429,7 +435,8 @@ def _expand(g: GridModel, plugins: Plugins, path: Path = Path("grid")) -> tuple[
     problems: list[tuple[str, str]] = []
     made = [0] * len(g.attack)
     data = DataConfig(**g.data.model_dump(), seed=g.run.seed)
-    models = _unique([Trial(c) for c in _train_configs(g, data, plugins)])
+    configs = _train_configs(g, data, plugins)
+    models = _unique([Trial(c) for c in (configs if g.train.ordered_pairs else merge_orders(configs))])
     trials: list[Trial] = list(models)
     for model in models:
         for i, a in enumerate(g.attack):
@@ -466,6 +473,27 @@ def _unique(trials: list[Trial]) -> list[Trial]:
     for t in trials:
         unique.setdefault(t.id, t)
     return list(unique.values())
+
+
+def merge_orders(configs: list[TrainConfig]) -> list[TrainConfig]:
+    """One model for task sets that differ only in their order where the weights do not depend on it.
+
+    Under uniform, sum or explicit weights, ``sd`` and ``ds`` minimise the same loss: they are one
+    model (the same distribution; separate trainings add only seed noise). The first of them in the
+    grid is trained; it records the other orders (``also_ranked_as``), under whose main task the
+    report ranks it too. Optimal and main-aux weights depend on the main task: nothing merges."""
+    kept: dict[str, int] = {}
+    out: list[TrainConfig] = []
+    for c in configs:
+        key = c.in_order(tuple(sorted(c.tasks))).id  # equal for equal weights per task, whatever the order
+        if key not in kept:
+            kept[key] = len(out)
+            out.append(c)
+            continue
+        first = out[kept[key]]
+        if c.tasks != first.tasks and c.tasks not in first.also_ranked_as:
+            out[kept[key]] = first.model_copy(update={"also_ranked_as": (*first.also_ranked_as, c.tasks)})
+    return out
 
 
 def _train_configs(g: GridModel, data: DataConfig, plugins: Plugins) -> list[TrainConfig]:
@@ -533,7 +561,8 @@ def source_model(source: SourceModel, model: Trial, models: list[Trial], g: Grid
     encoder = source.encoder or cfg.encoder
     for m in models:
         c = m.config
-        if (c.encoder, list(c.tasks), c.weighting, c.seed, c.epochs) == (encoder, tasks, label, cfg.seed, cfg.epochs):
+        orders = [list(c.tasks), *map(list, c.also_ranked_as)]
+        if (c.encoder, c.weighting, c.seed, c.epochs) == (encoder, label, cfg.seed, cfg.epochs) and tasks in orders:
             return None if m.id == model.id else m
     raise ConfigError([("attack.source", f"{source.model_dump(exclude_none=True)}: no model of "
                         f"[train] has encoder {encoder!r}, tasks {tasks} and weighting {label!r}")])

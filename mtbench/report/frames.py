@@ -38,7 +38,14 @@ class Frames:
 
 
 def load_frames(source: str) -> Frames:
-    """``source``: a database URL, a SQLite file, a results folder, or a Parquet folder."""
+    """``source``: a database URL, a SQLite file, a results folder, or a Parquet folder. A model
+    trained once for several task orders is there once per order (:mod:`mtbench.report.orders`)."""
+    from mtbench.report.orders import with_orders
+
+    return with_orders(_load(source))
+
+
+def _load(source: str) -> Frames:
     path = Path(source)
     if path.is_dir() and (path / "trials.parquet").is_file():
         return _from_parquet(path)

@@ -67,14 +67,17 @@ def model_info(frames: Frames, f: Filters | None = None) -> dict[str, dict[str, 
     f = f or Filters()
     sizes = {r["trial_id"]: r for r in frames.models.to_pylist()} if frames.models.num_rows else {}
     out = {}
-    for r in _without_config(done(frames, "train")).to_pylist():
+    trained = _without_config(done(frames, "train")).to_pylist()
+    codes = {r["id"]: r["codes"] for r in trained}
+    for r in trained:
         names = (r["task_names"] or "").split(",")
         if f.encoder and r["encoder"] != f.encoder:
             continue
         if f.task and f.task not in names and f.task not in (r["codes"] or ""):
             continue
         size = sizes.get(r["id"], {})
-        out[r["id"]] = {**r, "names": names, "main": names[0], "name": model_name(r),
+        name = model_name(r) + (f" (trained as {codes.get(r['trained_as'])})" if r.get("trained_as") else "")
+        out[r["id"]] = {**r, "names": names, "main": names[0], "name": name,
                         "parameters": size.get("parameters"), "macs": size.get("macs")}
     return out
 
@@ -244,8 +247,13 @@ def leaderboard(frames: Frames, f: Filters) -> Section:
                      "otherwise) clean, of the best constant predictor, under attack; std over seeds; one row per "
                      "setting (seeds = trials averaged); learnt = clean_err below 0.9 x const_err: models that "
                      "did not learn, and suspect trials (a failed check, e.g. a task without valid test pixels), "
-                     "rank after the others")
+                     "rank after the others"
+             + (ORDERS_NOTE if any(models[r["model"]].get("trained_as") for r in chosen) else ""))
 
+
+ORDERS_NOTE = ("; 'trained as sd': the same model as sd, ranked under its other main task (under weights that "
+               "do not depend on the main task, sd and ds are one model, trained once; train.ordered_pairs)")
+"""Said wherever a model trained once for several task orders shows under another order's name."""
 
 LEARNT_FRACTION = 0.9
 """A model learnt its main task when its clean error is below this fraction of its constant predictor's."""

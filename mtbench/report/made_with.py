@@ -24,7 +24,9 @@ def version_sets(frames: Frames) -> list[tuple[dict[str, Any] | None, int]]:
     t = frames.trials
     if not t.num_rows or "versions" not in t.column_names:
         return []
-    done = [v for v, s in zip(t["versions"].to_pylist(), t["status"].to_pylist()) if s == "done"]
+    ran = t["trained_as"].to_pylist() if "trained_as" in t.column_names else [None] * t.num_rows
+    done = [v for v, s, view in zip(t["versions"].to_pylist(), t["status"].to_pylist(), ran)
+            if s == "done" and view is None]  # a model's view under another task order ran as that model
     counts: Counter[str | None] = Counter(done)
     merged: Counter[str | None] = Counter()  # two texts may parse to the same versions (key order)
     parsed: dict[str | None, dict[str, Any] | None] = {}

@@ -240,6 +240,7 @@ def table1(frames: Frames, f: Filters) -> list[Section]:
     setting = settings(frames, [r["id"] for _, r, _ in pairs])
     contexts: dict[str, dict[str, Any]] = {}
     cells: dict[tuple, Cell] = defaultdict(Cell)
+    views: set[tuple] = set()  # cells of a model trained once for both orders of its pair (report.orders)
     for m, r, threat in pairs:
         context = without(setting[r["id"]], model=MODEL_AXES, attack=TARGET_AXES)
         contexts[key(context)] = context
@@ -250,6 +251,8 @@ def table1(frames: Frames, f: Filters) -> list[Section]:
             for t in threats:
                 cells[(key(context), w, t, m["codes"][0], aux)].add(r["setting_id"], vuln[(r["id"], m["main"])],
                                                                      setting[r["id"]])
+                if m.get("trained_as"):
+                    views.add((key(context), w, t))
     labels = _labels(contexts)
     sections = []
     for c in sorted(contexts, key=labels.get):
@@ -259,12 +262,17 @@ def table1(frames: Frames, f: Filters) -> list[Section]:
                 mine = {k[3:]: cell for k, cell in cells.items() if k[:3] == (c, w, threat)}
                 if mine:
                     column = PaperColumn(f.compare_paper)
-                    sections.append(_table1_section(mine, w, threat, attack, eps, (encoder, column), labels[c]))
+                    sections.append(_table1_section(mine, w, threat, attack, eps, (encoder, column), labels[c],
+                                                    merged=(c, w, threat) in views))
     return sections
 
 
+ORDERS_CELLS = ("; the cells (s, d) and (d, s) of a pair come from one model per seed, trained once and ranked "
+                "under each main task (the weights do not depend on the main task; train.ordered_pairs)")
+
+
 def _table1_section(mine: dict[tuple[str, str], Cell], w: str, threat: str, attack: str, eps: float,
-                    compare: tuple[str | None, PaperColumn], label: str) -> Section:
+                    compare: tuple[str | None, PaperColumn], label: str, merged: bool = False) -> Section:
     auxes = ["-"] + sorted({aux for _, aux in mine} - {"-"})
     encoder, column = compare
     preset = PAPER_PRESETS.get((encoder, w))
@@ -280,7 +288,7 @@ def _table1_section(mine: dict[tuple[str, str], Cell], w: str, threat: str, atta
     note = "ours" + column.note()
     return Section(f"Table 1 ({w} weighting, {threat}-task attack): relative vulnerability of the main task "
                    f"under {attack} eps={fraction(eps)}; columns = auxiliary task, '-' = trained alone{label}",
-                   rows, note=note + _seeds_note(c.seeds() for c in mine.values()))
+                   rows, note=note + _seeds_note(c.seeds() for c in mine.values()) + (ORDERS_CELLS if merged else ""))
 
 
 def transfer(frames: Frames, f: Filters) -> list[Section]:
