@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from mtbench.cli.common import DbOpt, OutOpt, choice, console, err_console, exit_interrupted, store, writable_store
-from mtbench.console import LiteralTable, say
+from mtbench.console import LiteralTable, say, wide
 from mtbench.errors import MtbenchError
 
 if TYPE_CHECKING:
+    from mtbench.cost import CostPlan
     from mtbench.grid import Grid
     from mtbench.storage import Store
 
@@ -21,6 +22,9 @@ DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="print the expanded t
 PlanFormatOpt = Annotated[str, typer.Option("--format", callback=choice("table", "json"),
                                             help="--dry-run's output: table, or json (every trial's resolved "
                                                  "configuration, for scripts)")]
+NoCalibrateOpt = Annotated[bool, typer.Option("--no-calibrate", help="--dry-run's time estimate: measure no "
+                                               "step on this machine; use the cached step times (~/.cache/mtbench), "
+                                               "else print the counts with the time unknown")]
 WorkersOpt = Annotated[int, typer.Option(min=1, max=1024, help="worker processes on this machine, each claiming "
                                          "trials from the database (this one included); with --executor, jobs")]
 ExecutorOpt = Annotated[Optional[str], typer.Option(callback=choice("slurm", "local"),
@@ -31,7 +35,7 @@ ExecutorOpt = Annotated[Optional[str], typer.Option(callback=choice("slurm", "lo
 
 def run(grid: Annotated[Path, typer.Argument(help="grid file (TOML)")], out: OutOpt = Path("results"),
         db: DbOpt = None, dry_run: DryRunOpt = False, workers: WorkersOpt = 1, executor: ExecutorOpt = None,
-        plan_format: PlanFormatOpt = "table") -> None:
+        plan_format: PlanFormatOpt = "table", no_calibrate: NoCalibrateOpt = False) -> None:
     """Train and attack every trial of a grid; skip trials already done."""
     from mtbench.grid import load_grid
     from mtbench.plugins import get_plugins
@@ -45,7 +49,11 @@ def run(grid: Annotated[Path, typer.Argument(help="grid file (TOML)")], out: Out
             from mtbench.runner import warn_other_versions
 
             warn_other_versions(g, opened, err_console)
-        return _print_plan_json(g, opened) if plan_format == "json" else _print_plan(g, opened)
+        from mtbench.calibrate import estimate_grid
+
+        statuses = opened.statuses(t.id for t in g.trials) if opened else {}
+        cost = estimate_grid(g, statuses, plugins, measure=not no_calibrate, console=err_console)
+        return (_print_plan_json if plan_format == "json" else _print_plan)(g, statuses, cost)
     from mtbench.runner import check_data
 
     check_data(g, plugins)  # the data folders named by the grid: on this machine, and safe to write
@@ -69,9 +77,11 @@ def run(grid: Annotated[Path, typer.Argument(help="grid file (TOML)")], out: Out
         raise typer.Exit(1)
 
 
-def _print_plan(g: Grid, opened: Store | None) -> None:
-    """--dry-run: every trial with its status in the database (``new`` where there is none yet)."""
-    statuses = opened.statuses(t.id for t in g.trials) if opened else {}
+def _print_plan(g: Grid, statuses: dict[str, str], cost: CostPlan) -> None:
+    """--dry-run: every trial with its status in the database (``new`` where there is none yet), then
+    the cost of those to run."""
+    from mtbench.cost import cost_lines, cost_table
+
     table = LiteralTable(title=f"{g.settings.run.name}: {len(g.trials)} trials")
     for col in ("id", "kind", "trial", "needs", "status"):
         table.add_column(col)
@@ -80,21 +90,25 @@ def _print_plan(g: Grid, opened: Store | None) -> None:
     console.print(table)
     done = sum(1 for t in g.trials if statuses.get(t.id) == "done")
     console.print(f"{done} of {len(g.trials)} trials already done; {len(g.trials) - done} to run")
+    wide(console).print(cost_table(cost))
+    for text in cost_lines(cost):
+        say(console, text)
 
 
-def _print_plan_json(g: Grid, opened: Store | None) -> None:
-    """--dry-run --format json: every trial's id, setting id, status and fully resolved configuration."""
+def _print_plan_json(g: Grid, statuses: dict[str, str], cost: CostPlan) -> None:
+    """--dry-run --format json: every trial's id, setting id, status and fully resolved configuration,
+    and the cost of those to run."""
     import json
 
     from mtbench.configs import setting_id
 
-    statuses = opened.statuses(t.id for t in g.trials) if opened else {}
     settings: dict[str, str] = {}
     for t in g.trials:  # models first: an attack's setting holds its model's
         settings[t.id] = setting_id(str(t.kind), t.config, settings)
     plan = [{"id": t.id, "setting_id": settings[t.id], "kind": str(t.kind), "label": t.label(),
              "needs": t.parent, "status": statuses.get(t.id, "new"), "config": t.config.record()} for t in g.trials]
-    print(json.dumps({"grid": str(g.path), "name": g.settings.run.name, "trials": plan}, indent=1))
+    print(json.dumps({"grid": str(g.path), "name": g.settings.run.name, "trials": plan, "cost": cost.record()},
+                     indent=1))
 
 
 def _check_snapshots(g: Grid, opened: Store | None, out: Path) -> None:
