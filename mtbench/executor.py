@@ -7,6 +7,10 @@ itself send SIGTERM, which the runner treats as Ctrl-C (:mod:`mtbench.signals`).
 submitit asks for 90 s before the time limit (SIGUSR2, which some clusters also send on
 preemption) does the same here, and then submitit requeues the job if it was preempted or ends it
 if its time is up. Rerunning ``mtbench run ... --executor slurm`` submits workers for what is left.
+
+Threads (:mod:`mtbench.threads`): a Slurm job uses the cores it was given (``SLURM_CPUS_PER_TASK``,
+the grid's ``[executor] cpus``), whatever the node has; submitit's local executor runs all its
+jobs on this machine at once, so each gets its share of this machine's cores.
 """
 
 from __future__ import annotations
@@ -16,14 +20,28 @@ from pathlib import Path
 from typing import Any
 
 from mtbench.errors import MtbenchError
+from mtbench.threads import ThreadBudget
 
 
-def worker_job(grid: str, out: str, db: str | None) -> int:
-    """What each job runs: a worker on the grid; returns how many trials it ran."""
+def worker_job(grid: str, out: str, db: str | None, threads: ThreadBudget | None = None) -> int:
+    """What each job runs: a worker on the grid; returns how many trials it ran.
+
+    ``threads``: the job's share of the machine, from the process that submitted it (None: the
+    cores the scheduler gave the job, :func:`mtbench.threads.plan`)."""
+    import os
+    import sys
+
+    from mtbench.threads import LIBRARY_VARS, apply, plan
+
+    budget = threads or plan(1)
+    os.environ.update({var: str(budget.intra_op) for var in LIBRARY_VARS})  # before torch starts, if it has not
+
     from mtbench.grid import load_grid
     from mtbench.plugins import get_plugins
     from mtbench.runner import run_grid
     from mtbench.storage import Store, default_url
+
+    print(apply(budget).describe(), file=sys.stderr, flush=True)
 
     # submitit's SIGUSR2 handler (time limit near, or preemption) raises inside whatever runs, so
     # the trial in flight would be stored as failed; ours gives the trial back first, then lets
@@ -73,7 +91,13 @@ def submit_workers(kind: str, grid: Path, out: Path, db: str | None, count: int,
     if kind != "slurm":  # the local executor knows only the generic parameters
         parameters = {k: v for k, v in parameters.items() if k in ("timeout_min", "gpus_per_node", "cpus_per_task")}
     executor.update_parameters(name="mtbench-worker", **parameters)
-    jobs = executor.map_array(worker_job, [str(grid)] * count, [str(out)] * count, [db] * count)
+    budgets: list[ThreadBudget | None] = [None] * count  # a Slurm job: its own cores
+    if kind != "slurm":  # local jobs all run at once on this machine: each gets its share
+        from mtbench.threads import plan
+
+        shared = plan(count)
+        budgets = [shared.for_worker(k + 1) for k in range(count)]
+    jobs = executor.map_array(worker_job, [str(grid)] * count, [str(out)] * count, [db] * count, budgets)
     if wait:
         for job in jobs:
             job.result()  # raises with the job's traceback if a worker crashed

@@ -42,6 +42,10 @@ class RunSummary:
     failed: dict[str, str] = field(default_factory=dict)
     retried_stale: list[str] = field(default_factory=list)
     elsewhere: list[str] = field(default_factory=list)  # claimed by another worker
+    idle_s: float = 0.0
+    """Seconds this worker waited for models that other workers were training."""
+    workers: list[WorkerStats] = field(default_factory=list)
+    """Each worker's share of the run (``mtbench run --workers N``: this process first); empty for one worker."""
 
     def add_others(self, trial_ids: list[str], store: Store) -> None:
         """Count the trials that other workers of this run ran, read back from the database once
@@ -50,6 +54,21 @@ class RunSummary:
         self.failed.update({tid: "failed in another worker (see `mtbench report --view attacks`)"
                             for tid in trial_ids if statuses.get(tid) == "failed" and tid not in self.failed})
         self.done += [tid for tid in self.elsewhere if statuses.get(tid) == "done"]
+
+
+@dataclass
+class WorkerStats:
+    """What one worker of a run did, for the run's summary."""
+
+    name: str
+    ran: int | None = None
+    """Trials it ran to the end (None: it left no summary, e.g. it crashed)."""
+    failed: int | None = None
+    idle_s: float | None = None
+
+    @classmethod
+    def of(cls, name: str, summary: RunSummary) -> WorkerStats:
+        return cls(name, len(summary.done), len(summary.failed), summary.idle_s)
 
 
 EXECUTORS: dict[TrialKind, str] = {
@@ -75,10 +94,12 @@ def executor_for(kind: str) -> Callable:
 def schedule(todo: list[Trial], store: Store, summary: RunSummary, run_id: int, poll_s: float):
     """Yield the trials this worker should try next, in order, each once its model is trained.
 
-    With several workers, a trial whose model another worker is still training waits (polling the
-    database); one whose model failed fails too."""
+    With several workers, a trial whose model another worker is still training waits, asleep
+    between polls of the database every ``poll_s``, the wait counted in ``summary.idle_s``; a
+    trial whose model failed fails too."""
     pending = list(todo)
     by_id = {t.id: t for t in todo}
+    waiting_since: float | None = None  # since when this worker has found nothing it can run
     while pending:
         parents = {t.parent for t in pending if t.parent}
         statuses = store.statuses(list(parents)) if parents else {}
@@ -96,7 +117,9 @@ def schedule(todo: list[Trial], store: Store, summary: RunSummary, run_id: int, 
                     if claim(store, t, run_id):
                         store.fail(t.id, error)
                         summary.failed[t.id] = error
+                summary.idle_s += (time.monotonic() - waiting_since) if waiting_since is not None else 0.0
                 return
+            waiting_since = waiting_since if waiting_since is not None else time.monotonic()
             time.sleep(poll_s)
             for tid in store.reset_stale(stale_after_s=STALE_S):  # a worker died: take its trials back
                 if tid in by_id and by_id[tid] not in pending:
@@ -104,6 +127,9 @@ def schedule(todo: list[Trial], store: Store, summary: RunSummary, run_id: int, 
                     if tid in summary.elsewhere:
                         summary.elsewhere.remove(tid)
             continue
+        if waiting_since is not None:
+            summary.idle_s += time.monotonic() - waiting_since
+            waiting_since = None
         pending.remove(ready)
         yield ready
 

@@ -19,6 +19,7 @@ from mtbench.results import MetricRow, Phase, TrialResult
 from mtbench.resume import BadState, clear_state, load_state, save_state, set_aside
 from mtbench.snapshots import snapshot_path
 from mtbench.specs import with_loss_options
+from mtbench.threads import loader_workers
 
 
 def make_optimizer(config: TrainConfig, params) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
@@ -86,7 +87,10 @@ def run_train(config: TrainConfig, trial_id: str, ctx: TrialContext) -> TrialRes
     val_set = ctx.open_split(data, val_split, tasks, data.val_samples or data.test_samples)
     test_set = ctx.open_split(data, "test", tasks, data.test_samples)
     gen = torch.Generator().manual_seed(config.seed)
-    train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, generator=gen)
+    # loader workers from this process's share of the cores (mtbench.threads); never persistent: a persistent
+    # loader draws its seed from `gen` once, not every epoch, and the shuffle order would depend on the machine
+    train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, generator=gen,
+                              num_workers=loader_workers())
     val_loader = DataLoader(val_set, batch_size=config.batch_size)
     test_loader = DataLoader(test_set, batch_size=config.batch_size)
 

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 
 from helpers import CPU_TINY_DATA, run_cli
 
 from mtbench.storage import Store
+from mtbench.threads import plan
 
 GRID = CPU_TINY_DATA + """
 [train]
@@ -46,6 +49,12 @@ def test_four_workers_run_every_trial_exactly_once(tmp_path):
     assert len(logs) == 3
     worked = [log.read_text() for log in logs]
     assert all("worker:" in text for text in worked)
+    shares = plan(4)  # each helper logs its share of this machine's cores
+    assert shares.describe() in result.stderr
+    assert all(shares.for_worker(k + 2).describe() in text for k, text in enumerate(worked))
+    ran = [int(n) for n in re.findall(r"^  worker \d .*?: (\d+) trial\(s\) run, 0 failed, idle [\d.]+ s$",
+                                      result.stderr, re.M)]
+    assert len(ran) == 4 and sum(ran) == 11, result.stderr  # each worker's share, read back from the helpers
     single = tmp_path / "single"
     assert run_cli("run", str(tmp_path / "grid.toml"), "--out", str(single)).returncode == 0
     _, single_rows = counts(single / "mtbench.db")
@@ -101,6 +110,9 @@ def test_submitit_local_executor_runs_worker_jobs(tmp_path):
     result = run_cli("run", str(tmp_path / "grid.toml"), "--out", str(out), "--executor", "local", "--workers", "2")
     assert result.returncode == 0, result.stderr
     assert "2 worker job(s)" in result.stderr
+    jobs = "".join(p.read_text() for p in (out / "jobs").glob("*/*_log.err"))
+    shares = plan(2)  # the two jobs run side by side on this machine: each gets half of it
+    assert shares.describe() in jobs and shares.for_worker(2).describe() in jobs, jobs
     trials, rows = counts(out / "mtbench.db")
     assert len(trials) == 11 and all(status == "done" and attempts == 1 for _, _, status, attempts in trials)
     assert len(rows) == 11
@@ -111,3 +123,65 @@ def test_slurm_parameters_from_the_executor_table():
 
     assert slurm_parameters({"partition": "gpu", "gpus": 1, "time_min": 120, "mem_gb": 32, "cpus": None}) == {
         "slurm_partition": "gpu", "gpus_per_node": 1, "timeout_min": 120, "mem_gb": 32}
+
+
+def test_waiting_for_a_model_sleeps_and_counts_as_idle(tmp_path, plugins):
+    """An attack whose model another worker is training waits, asleep between polls (no CPU burnt),
+    and the wait is counted; once the model is done the attack is handed out."""
+    from mtbench.grid import load_grid
+    from mtbench.results import TrialResult
+    from mtbench.runner import RunSummary, claim, schedule
+
+    (tmp_path / "grid.toml").write_text(GRID)
+    grid = load_grid(tmp_path / "grid.toml", plugins)
+    store = Store(f"sqlite:///{tmp_path / 'mtbench.db'}")
+    run_id = store.begin_run("other", "", "", "0")
+    model = next(t for t in grid.trials if t.kind == "train")
+    attacks = [t for t in grid.trials if t.parent == model.id]
+    assert claim(store, model, run_id)  # "another worker" (alive: this process) trains it
+    finished = threading.Timer(1.5, lambda: store.finish(model.id, TrialResult(), 1.5))
+    summary = RunSummary()
+    wall, cpu = time.perf_counter(), time.thread_time()
+    finished.start()
+    handed = [t.id for t in schedule(attacks, store, summary, run_id, poll_s=0.1)]
+    wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu  # this thread's CPU: the waiting
+    assert handed == [t.id for t in attacks]
+    assert 1.4 <= summary.idle_s <= wall
+    assert cpu < 0.25 * wall, (cpu, wall)  # asleep between polls, not spinning (about 0.05 here)
+
+    failed = next(t for t in grid.trials if t.kind == "train" and t.id != model.id)
+    assert claim(store, failed, run_id)
+    threading.Timer(0.5, lambda: store.fail(failed.id, "boom")).start()
+    waited = RunSummary()
+    assert list(schedule([t for t in grid.trials if t.parent == failed.id], store, waited, run_id, 0.1)) == []
+    assert waited.failed and 0.4 <= waited.idle_s < 5  # the wait before its model failed counts too
+
+
+def test_a_helper_reports_its_idle_time(tmp_path, plugins):
+    """A real `mtbench worker` that waits for a model another worker holds says how long, on its
+    console and in the summary file `run --workers` reads back."""
+    import json
+
+    from mtbench.grid import load_grid
+    from mtbench.runner import claim
+
+    (tmp_path / "grid.toml").write_text(GRID.replace('["s", "d", "sd"]', '["s"]'))
+    out = tmp_path / "r"
+    out.mkdir()
+    store = Store(f"sqlite:///{out / 'mtbench.db'}")
+    model = next(t for t in load_grid(tmp_path / "grid.toml", plugins).trials if t.kind == "train")
+    assert claim(store, model, store.begin_run("other", "", "", "0"))  # held by this (alive) process
+    summary_file = out / "logs" / "worker-1.summary.json"
+    worker = subprocess.Popen([sys.executable, "-c", "from mtbench.cli import main; main()", "worker",
+                               str(tmp_path / "grid.toml"), "--out", str(out), "--summary-file", str(summary_file)],
+                              stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while len(store.table_rows("runs")) < 2 and time.time() < deadline:  # the worker has begun its run
+        time.sleep(0.2)
+    time.sleep(2.0)
+    store.fail(model.id, "stopped by the test")
+    _, stderr = worker.communicate(timeout=300)
+    assert worker.returncode == 0, stderr
+    idle = json.loads(summary_file.read_text())
+    assert idle["ran"] == 0 and idle["failed"] == 2 and idle["idle_s"] >= 1.5, idle
+    assert f"idle {idle['idle_s']:.1f} s" in stderr

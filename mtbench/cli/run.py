@@ -69,6 +69,11 @@ def run(grid: Annotated[Path, typer.Argument(help="grid file (TOML)")], out: Out
         exit_interrupted(interrupt)
     err_console.print(f"{len(summary.done)} trial(s) run, {len(summary.skipped)} already done, "
                       f"{len(summary.failed)} failed")
+    for w in summary.workers:  # --workers N: each worker's share, and its wait for models others were training
+        say(err_console, f"  {w.name}: " + ("left no summary" if w.ran is None else
+                                            f"{w.ran} trial(s) run, {w.failed} failed, idle {w.idle_s:.1f} s"))
+    if not summary.workers and summary.idle_s >= 0.1:  # workers elsewhere were training models this one needed
+        say(err_console, f"  idle {summary.idle_s:.1f} s waiting for models other workers were training")
     for tid, error in summary.failed.items():
         say(err_console, "  ", ("failed", "red"), f" {tid}: {error.splitlines()[0] if error else ''}")
     if summary.done or summary.skipped:
@@ -142,12 +147,17 @@ def _show_results(out: Path, db: str | None) -> None:
 
 def worker(grid: Annotated[Optional[Path], typer.Argument(
                help="grid file [default: the latest run's grid in the database]")] = None,
-           out: OutOpt = Path("results"), db: DbOpt = None) -> None:
+           out: OutOpt = Path("results"), db: DbOpt = None,
+           summary_file: Annotated[Optional[Path], typer.Option(
+               hidden=True, help="write the trials run and the seconds idle here (JSON), for `run --workers`")] = None,
+           ) -> None:
     """Join a grid: claim and run its trials until none is left (several workers may share one database)."""
     from mtbench.grid import load_grid, load_grid_text
     from mtbench.plugins import get_plugins
     from mtbench.runner import run_grid
+    from mtbench.threads import apply, inherited, plan
 
+    say(err_console, apply(inherited() or plan(1)).describe())  # helpers of `run --workers`: the share it chose
     plugins = get_plugins()
     results = writable_store(out, db)
     if grid is not None:
@@ -162,4 +172,12 @@ def worker(grid: Annotated[Optional[Path], typer.Argument(
     except KeyboardInterrupt as interrupt:
         exit_interrupted(interrupt)
     err_console.print(f"worker: {len(summary.done)} trial(s) run, {len(summary.failed)} failed, "
-                      f"{len(summary.elsewhere)} taken by other workers")
+                      f"{len(summary.elsewhere)} taken by other workers, idle {summary.idle_s:.1f} s")
+    if summary_file is not None:
+        import json
+
+        partial = summary_file.with_name(summary_file.name + ".partial")
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text(json.dumps({"ran": len(summary.done), "failed": len(summary.failed),
+                                       "elsewhere": len(summary.elsewhere), "idle_s": round(summary.idle_s, 3)}))
+        partial.replace(summary_file)  # whole or absent
