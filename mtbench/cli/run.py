@@ -95,6 +95,10 @@ def _print_plan(g: Grid, statuses: dict[str, str], cost: CostPlan) -> None:
     console.print(table)
     done = sum(1 for t in g.trials if statuses.get(t.id) == "done")
     console.print(f"{done} of {len(g.trials)} trials already done; {len(g.trials) - done} to run")
+    if g.merged:  # train.ordered_pairs = false: sd and ds are one model where the weights ignore the main task
+        say(console, f"{len(g.train_trials)} models trained for {len(g.train_trials) + g.merged} task sets: "
+                     f"{g.merged} task orders ranked from the model of another order (one model for sd and ds "
+                     "under weights that do not depend on the main task; train.ordered_pairs = true trains each)")
     wide(console).print(cost_table(cost))
     for text in cost_lines(cost):
         say(console, text)
@@ -112,8 +116,8 @@ def _print_plan_json(g: Grid, statuses: dict[str, str], cost: CostPlan) -> None:
         settings[t.id] = setting_id(str(t.kind), t.config, settings)
     plan = [{"id": t.id, "setting_id": settings[t.id], "kind": str(t.kind), "label": t.label(),
              "needs": t.parent, "status": statuses.get(t.id, "new"), "config": t.config.record()} for t in g.trials]
-    print(json.dumps({"grid": str(g.path), "name": g.settings.run.name, "trials": plan, "cost": cost.record()},
-                     indent=1))
+    print(json.dumps({"grid": str(g.path), "name": g.settings.run.name, "trials": plan, "merged_orders": g.merged,
+                      "cost": cost.record()}, indent=1))
 
 
 def _check_snapshots(g: Grid, opened: Store | None, out: Path) -> None:
