@@ -105,6 +105,11 @@ class Cache:
         value = entry.get("seconds") if isinstance(entry, dict) else None
         return float(value) if isinstance(value, (int, float)) and value > 0 else None
 
+    def measured(self, key: str) -> str:
+        """When the entry was measured (ISO 8601, UTC), or "" if unknown."""
+        entry = self.entries.get(key)
+        return str(entry.get("measured", "")) if isinstance(entry, dict) else ""
+
     def put(self, key: str, steps: Sequence[float]) -> None:
         self.entries[key] = {"seconds": statistics.median(steps), "steps": list(steps),
                              "measured": datetime.now(UTC).isoformat(timespec="seconds")}
@@ -247,7 +252,8 @@ def estimate_grid(grid: Grid, statuses: Mapping[str, str], plugins: Plugins, mea
         lacking = ", ".join(sorted({f"{p.encoder} at {p.image_size} px" for p in missing}))
         notes.append(f"time unknown: --no-calibrate, and {path} lacks step times of {lacking} on this machine")
     if timings:
-        notes.append(cache_note(path, measured, len(timings) - measured, time.perf_counter() - started))
+        since = min((cache.measured(machine.key(p)) for p in timings), default="")
+        notes.append(cache_note(path, measured, len(timings) - measured, time.perf_counter() - started, since))
     return estimate(works, timings, machine.pixels, notes)
 
 

@@ -313,11 +313,13 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 86400:,.1f} days ({seconds / 3600:,.0f} h)"
 
 
-def cache_note(path: Path, measured: int, cached: int, elapsed: float) -> str:
-    """How the times were had: measured now (how long that took) and/or read from the cache."""
+def cache_note(path: Path, measured: int, cached: int, elapsed: float, since: str = "") -> str:
+    """How the times were had: measured now (how long that took) and/or read from the cache, since
+    when (a time measured on a busy machine stays in the cache: delete the file to measure again)."""
     parts = []
     if measured:
         parts.append(f"{measured} step time{'s' * (measured > 1)} measured now in {elapsed:.1f} s")
     if cached:
-        parts.append(f"{cached} from the cache")
-    return f"step times: {', '.join(parts)} ({path})"
+        parts.append(f"{cached} from the cache" + (f" (the oldest measured {since})" if since else ""))
+    return (f"step times: {', '.join(parts)}, under the machine's load then; {path} keeps them "
+            "(delete it to measure again)")
