@@ -14,6 +14,15 @@ from mtbench.data.synthetic import SynthConfig, generate
 from mtbench.plugins import get_plugins
 
 
+@pytest.fixture(scope="session", autouse=True)
+def user_cache(tmp_path_factory) -> Path:
+    """The tests' own user cache folder: the step times a dry-run measures (mtbench.calibrate) go
+    there, shared by the session's tests, never into the cache of the user who runs them."""
+    folder = tmp_path_factory.mktemp("cache")
+    os.environ["XDG_CACHE_HOME"] = str(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def plugins():
     return get_plugins()
