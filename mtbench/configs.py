@@ -126,6 +126,8 @@ class TrainConfig(Config):
     lr_drop_epochs: tuple[int, ...] = added((), "the epochs after which the lr drops x0.1 (instead of lr_milestones)")
     schedule: str | None = added(None, "the named recipe (mtbench.recipes) the optimiser settings come from")
     snapshots: tuple[int, ...] = execution((), "epochs whose weights are kept besides the trained model's")
+    val_every: int = execution(1, "epochs between validation passes, the last epoch always validated (how the "
+                                  "work is monitored, not what the model becomes)")
     architecture: str = added("", "the encoder plugin's revision (EncoderSpec.revision): models of other "
                                   "layers are other models")
     also_ranked_as: tuple[tuple[str, ...], ...] = execution(

@@ -506,7 +506,7 @@ def _train_configs(g: GridModel, data: DataConfig, plugins: Plugins) -> list[Tra
             encoder=encoder, tasks=tasks, codes=[plugins.tasks.get(t).code for t in tasks], weighting=label,
             weights=weights, epochs=g.train.epochs, batch_size=g.train.batch_size, **optimizer_settings(g.train),
             snapshots=g.train.snapshots, architecture=plugins.encoders.get(encoder).revision, seed=seed, data=data,
-            amp=g.train.amp, channels_last=g.train.channels_last,
+            amp=g.train.amp, channels_last=g.train.channels_last, val_every=g.train.val_every,
             loss_options={plugins.tasks.resolve(k): v for k, v in sorted(g.train.loss_options.items())
                           if plugins.tasks.resolve(k) in tasks}))
     return configs

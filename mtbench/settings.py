@@ -161,6 +161,9 @@ class TrainSection(Section):
                                              "the lr drops x0.1 (e.g. [100, 120, 140])")
     snapshots: EpochList = Field(default_factory=list, description="also keep the weights at these epochs, for "
                                  "attack.epochs (how the work runs: not part of the training trial's id)")
+    val_every: Epochs = Field(1, description="epochs between validation passes (the val split's loss and metrics, "
+                              "stored per epoch validated); the last epoch is always validated (how the work is "
+                              "monitored: not part of the training trial's id)")
     ordered_pairs: bool = Field(False, description="train sd and ds separately even where the weights do not "
                                 "depend on the main task (uniform, sum, explicit): the paper's 121 trainings; by "
                                 "default such task sets are one model, trained once and ranked under each main task")

@@ -21,6 +21,11 @@ from mtbench.snapshots import snapshot_path
 from mtbench.specs import with_loss_options
 from mtbench.threads import loader_workers
 
+READ_EACH_BATCH = frozenset({"cpu"})
+"""Device types whose training losses are read (and checked finite) after each batch. Elsewhere (CUDA)
+reading a value waits for the device to finish, so they are read once at the epoch's end, and the
+host queues the next batches' work while the device computes."""
+
 
 def make_optimizer(config: TrainConfig, params) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """Adam or SGD with the config's momentum and weight decay (a config stored before momentum was a key
@@ -40,12 +45,19 @@ def make_optimizer(config: TrainConfig, params) -> tuple[torch.optim.Optimizer, 
     return opt, torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=0.1)
 
 
+def to_device(batch, device) -> tuple:
+    """A batch's images, targets and masks on ``device``; the copies are asynchronous from a loader's
+    pinned memory on CUDA (``pin_memory``), and the batch itself where it is already there (a CPU)."""
+    images, targets, masks = batch
+    return (images.to(device, non_blocking=True), {t: v.to(device, non_blocking=True) for t, v in targets.items()},
+            {t: v.to(device, non_blocking=True) for t, v in masks.items()})
+
+
 def per_task_losses(model, batch, tasks, device) -> tuple[dict, dict]:
     """Outputs and per-sample losses; ``tasks`` carry the loss options (``specs.with_loss_options``)."""
-    images, targets, masks = batch
-    images = images.to(device, non_blocking=True)
+    images, targets, masks = to_device(batch, device)
     outputs = model(images)
-    losses = {t: spec.loss(outputs[t], targets[t].to(device), masks[t].to(device)) for t, spec in tasks.items()}
+    losses = {t: spec.loss(outputs[t], targets[t], masks[t]) for t, spec in tasks.items()}
     return outputs, losses
 
 
@@ -58,10 +70,9 @@ def evaluate_clean(model, loader, tasks, device, valid: dict[str, int] | None = 
     statistics = []
     n = 0
     for batch in loader:
+        batch = to_device(batch, device)
         outputs, losses = per_task_losses(model, batch, tasks, device)
         _, targets, masks = batch
-        targets = {t: v.to(device) for t, v in targets.items()}
-        masks = {t: v.to(device) for t, v in masks.items()}
         for t, spec in tasks.items():
             if valid is not None:
                 valid[t] = valid.get(t, 0) + int(torch.count_nonzero(masks[t]))
@@ -89,10 +100,11 @@ def run_train(config: TrainConfig, trial_id: str, ctx: TrialContext) -> TrialRes
     gen = torch.Generator().manual_seed(config.seed)
     # loader workers from this process's share of the cores (mtbench.threads); never persistent: a persistent
     # loader draws its seed from `gen` once, not every epoch, and the shuffle order would depend on the machine
+    pin = device.type == "cuda"  # page-locked batches: asynchronous host-to-GPU copies (to_device)
     train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, generator=gen,
-                              num_workers=loader_workers())
-    val_loader = DataLoader(val_set, batch_size=config.batch_size)
-    test_loader = DataLoader(test_set, batch_size=config.batch_size)
+                              num_workers=loader_workers(), pin_memory=pin)
+    val_loader = DataLoader(val_set, batch_size=config.batch_size, pin_memory=pin)
+    test_loader = DataLoader(test_set, batch_size=config.batch_size, pin_memory=pin)
 
     model = build_model(config.encoder, list(config.tasks), ctx.plugins).to(device)
     if config.channels_last:
@@ -115,28 +127,25 @@ def run_train(config: TrainConfig, trial_id: str, ctx: TrialContext) -> TrialRes
         model.train()
         sums: dict[str, float] = defaultdict(float)
         seen = 0
+        pending: list[tuple[int, int, torch.Tensor, dict[str, torch.Tensor]]] = []
         for batch_index, batch in enumerate(train_loader):
             with torch.autocast(device.type, enabled=use_amp):
                 _, losses = per_task_losses(model, batch, tasks, device)
                 total = sum(weights[t] * losses[t].mean() for t in tasks)
-            if not torch.isfinite(total):
-                values = ", ".join(f"{t} {losses[t].mean().item():.4g}" for t in tasks)
-                raise TrainingError(f"the training loss became {total.item()} at epoch {epoch}, batch {batch_index} "
-                                    f"(task losses: {values}); lower the lr ({config.lr}) or check the data")
+            pending.append((batch_index, batch[0].shape[0], total.detach(), {t: v.detach() for t, v in losses.items()}))
+            if device.type in READ_EACH_BATCH:
+                seen += _tally(pending, sums, epoch, config.lr)  # a non-finite loss stops before its step
             opt.zero_grad(set_to_none=True)
             scaler.scale(total).backward()
             scaler.step(opt)
             scaler.update()
-            b = batch[0].shape[0]
-            seen += b
-            sums["total"] += total.item() * b
-            for t in tasks:
-                sums[t] += losses[t].sum().item()
+        seen += _tally(pending, sums, epoch, config.lr)
         sched.step()
         for t, v in sums.items():
             rows.append(MetricRow(Phase.TRAIN, t, "loss", v / seen, epoch, split="train"))
-        for t, values in evaluate_clean(model, val_loader, tasks, device).items():
-            rows += [MetricRow(Phase.VAL, t, metric, v, epoch, split=val_split) for metric, v in values.items()]
+        if epoch % config.val_every == 0 or epoch == config.epochs:  # the last epoch is always validated
+            for t, values in evaluate_clean(model, val_loader, tasks, device).items():
+                rows += [MetricRow(Phase.VAL, t, metric, v, epoch, split=val_split) for metric, v in values.items()]
         if epoch in config.snapshots:
             snapshots[epoch] = _save_snapshot(ctx, trial_id, config, model, epoch)
         if epoch < config.epochs:
@@ -166,6 +175,24 @@ def run_train(config: TrainConfig, trial_id: str, ctx: TrialContext) -> TrialRes
     # a task without one valid test pixel has no clean error (it would read 0): the trial is suspect
     checks = {"valid_test_pixels": valid, "every_task_has_valid_pixels": all(valid.get(t, 0) > 0 for t in tasks)}
     return TrialResult(metrics=rows, model=model_row, checks=checks, suspect=not checks["every_task_has_valid_pixels"])
+
+
+def _tally(pending: list, sums: dict[str, float], epoch: int, lr: float) -> int:
+    """Add the pending batches' losses to the epoch's sums, in batch order and as Python floats (the
+    stored train losses do not depend on when they are read), and empty ``pending``; returns the
+    samples added. Raises TrainingError at the first non-finite loss, naming its batch."""
+    seen = 0
+    for batch_index, b, total, losses in pending:
+        if not torch.isfinite(total):
+            values = ", ".join(f"{t} {v.mean().item():.4g}" for t, v in losses.items())
+            raise TrainingError(f"the training loss became {total.item()} at epoch {epoch}, batch {batch_index} "
+                                f"(task losses: {values}); lower the lr ({lr}) or check the data")
+        seen += b
+        sums["total"] += total.item() * b
+        for t, v in losses.items():
+            sums[t] += v.sum().item()
+    pending.clear()
+    return seen
 
 
 def _save_snapshot(ctx: TrialContext, trial_id: str, config: TrainConfig, model, epoch: int) -> str:

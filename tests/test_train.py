@@ -1,0 +1,149 @@
+"""Training trials validate as often as ``[train] val_every`` asks (the last epoch always), without
+changing the trial's id or anything the model becomes; a bad value is refused naming the key."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import CPU_TINY_DATA, run_cli
+
+from mtbench.configs import setting_id
+from mtbench.context import TrialContext
+from mtbench.grid import load_grid_text
+from mtbench.results import Phase
+from mtbench.storage import Store, default_url
+from mtbench.train import run_train
+
+TRAIN = CPU_TINY_DATA + """
+[train]
+encoders = ["resnet18"]
+task_sets = ["d"]
+epochs = {epochs}
+batch_size = 4
+"""
+
+
+def grid_text(epochs: int, val_every: int | None) -> str:
+    return TRAIN.format(epochs=epochs) + ("" if val_every is None else f"val_every = {val_every}\n")
+
+
+def validated_epochs(db: Path) -> dict[int, int]:
+    """Epoch -> stored validation rows."""
+    with sqlite3.connect(db) as c:
+        return dict(c.execute("select step, count(*) from metrics where phase = 'val' group by step"))
+
+
+def test_val_every_sets_the_epochs_validated_and_keeps_the_trial_id(tmp_path, plugins):
+    grid = tmp_path / "grid.toml"
+    grid.write_text(grid_text(5, 2))
+    out = tmp_path / "r"
+    result = run_cli("run", str(grid), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    per_epoch = validated_epochs(out / "mtbench.db")
+    assert sorted(per_epoch) == [2, 4, 5], "every 2nd epoch, and the last one"
+    assert len(set(per_epoch.values())) == 1 and per_epoch[2] > 0, "a validated epoch stores every val metric"
+
+    default = load_grid_text(grid_text(5, None), grid, plugins).train_trials[0]
+    every_2 = load_grid_text(grid_text(5, 2), grid, plugins).train_trials[0]
+    assert every_2.config.val_every == 2 and default.config.val_every == 1
+    assert every_2.id == default.id
+    assert setting_id("train", every_2.config, {}) == setting_id("train", default.config, {})
+    with sqlite3.connect(out / "mtbench.db") as c:
+        assert [r[0] for r in c.execute("select id from trials")] == [default.id]
+    grid.write_text(grid_text(5, None))  # the same model validated every epoch: already done
+    again = run_cli("run", str(grid), "--out", str(out))
+    assert again.returncode == 0 and "1 already done" in again.stdout + again.stderr, again.stdout + again.stderr
+
+
+def _rows(config, trial_id: str, out: Path, plugins, stop_after: int | None = None) -> list:
+    """The trial's metric rows, run in this process; ``stop_after``: stop it (as a kill would) after
+    that epoch's state was saved, and return None."""
+    class Stop(Exception):
+        pass
+
+    done = {"epochs": 0}
+
+    def advance(n: int = 1) -> None:
+        done["epochs"] += n
+        if n and stop_after is not None and done["epochs"] >= stop_after:
+            raise Stop
+
+    ctx = TrialContext(plugins, Store(default_url(out)), out, torch.device("cpu"), lambda description, total: advance)
+    try:
+        return run_train(config, trial_id, ctx).metrics
+    except Stop:
+        return None
+
+
+def _by_key(rows) -> dict:
+    return {(r.phase, r.task, r.metric, r.step): r.value for r in rows}
+
+
+def test_val_every_changes_what_is_validated_not_what_is_trained(tmp_path, plugins):
+    """Validation every epoch or every 3rd: the same training losses, test metrics and baseline; the
+    validation rows of the epochs validated are the same too. A trial stopped after an epoch
+    without validation resumes to the same end."""
+    every = {k: load_grid_text(grid_text(4, k), tmp_path / "grid.toml", plugins).train_trials[0] for k in (1, 3)}
+    one = _by_key(_rows(every[1].config, every[1].id, tmp_path / "one", plugins))
+    three = _by_key(_rows(every[3].config, every[3].id, tmp_path / "three", plugins))
+    assert {step for phase, _, _, step in three if phase == Phase.VAL} == {3, 4}
+    assert {step for phase, _, _, step in one if phase == Phase.VAL} == {1, 2, 3, 4}
+    assert {k for k in one if k[0] != Phase.VAL or k[3] in (3, 4)} == three.keys()
+    for key, value in three.items():
+        assert value == pytest.approx(one[key], rel=1e-6, abs=1e-6), key
+
+    assert _rows(every[3].config, every[3].id, tmp_path / "resumed", plugins, stop_after=1) is None
+    resumed = _by_key(_rows(every[3].config, every[3].id, tmp_path / "resumed", plugins))
+    assert resumed.keys() == three.keys()
+    for key, value in resumed.items():
+        assert value == pytest.approx(three[key], rel=1e-6, abs=1e-6), key
+
+
+@pytest.mark.parametrize("value, expected", [("0", "greater than or equal to 1"), ("1.5", "valid integer"),
+                                             ('"often"', "valid integer")])
+def test_a_bad_val_every_is_refused_naming_the_key(tmp_path, value, expected):
+    grid = tmp_path / "grid.toml"
+    grid.write_text(TRAIN.format(epochs=2) + f"val_every = {value}\n")
+    result = run_cli("run", str(grid), "--out", str(tmp_path / "r"), "--dry-run", "--no-calibrate")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "train.val_every" in result.stderr and expected in result.stderr, result.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_losses_read_at_the_epoch_end_give_the_same_rows_and_the_same_error(tmp_path, plugins, monkeypatch):
+    """On CUDA the training losses are read once an epoch, not after each batch (no wait for the device
+    per batch): the same train losses to the bit, and a non-finite loss names the same batch."""
+    import mtbench.train as train
+    from mtbench.errors import TrainingError
+
+    trial = load_grid_text(grid_text(2, None), tmp_path / "grid.toml", plugins).train_trials[0]
+    real = train.per_task_losses
+    poison = {"at": None, "calls": 0}
+
+    def poisoned(model, batch, tasks, device):
+        outputs, losses = real(model, batch, tasks, device)
+        if model.training:
+            poison["calls"] += 1
+            if poison["calls"] == poison["at"]:
+                losses = {t: v * float("nan") for t, v in losses.items()}
+        return outputs, losses
+
+    monkeypatch.setattr(train, "per_task_losses", poisoned)
+
+    def run(name: str):
+        poison.update(at=None, calls=0)
+        rows = _by_key(_rows(trial.config, trial.id, tmp_path / name, plugins))
+        poison.update(at=3, calls=0)  # 2 batches an epoch: epoch 2's first batch
+        with pytest.raises(TrainingError) as failed:
+            _rows(trial.config, trial.id, tmp_path / f"{name}-nan", plugins)
+        return rows, str(failed.value)
+
+    each_batch, each_error = run("each")
+    monkeypatch.setattr(train, "READ_EACH_BATCH", frozenset())
+    at_the_end, end_error = run("end")
+    train_rows = {k: v for k, v in each_batch.items() if k[0] == Phase.TRAIN}
+    assert train_rows and all(at_the_end[k] == v for k, v in train_rows.items())
+    assert "training loss became nan at epoch 2, batch 0" in each_error and end_error == each_error
