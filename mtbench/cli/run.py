@@ -16,6 +16,8 @@ from mtbench.errors import MtbenchError
 if TYPE_CHECKING:
     from mtbench.cost import CostPlan
     from mtbench.grid import Grid
+    from mtbench.plugins import Plugins
+    from mtbench.runner import RunSummary
     from mtbench.storage import Store
 
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="print the expanded trials and stop")]
@@ -43,17 +45,7 @@ def run(grid: Annotated[Path, typer.Argument(help="grid file (TOML)")], out: Out
     plugins = get_plugins()
     g = load_grid(grid, plugins)  # validates everything before any work or any write
     if dry_run:
-        opened = store(out, db, missing_ok=True)
-        _check_snapshots(g, opened, out)
-        if opened is not None:
-            from mtbench.runner import warn_other_versions
-
-            warn_other_versions(g, opened, err_console)
-        from mtbench.calibrate import estimate_grid
-
-        statuses = opened.statuses(t.id for t in g.trials) if opened else {}
-        cost = estimate_grid(g, statuses, plugins, measure=not no_calibrate, console=err_console)
-        return (_print_plan_json if plan_format == "json" else _print_plan)(g, statuses, cost)
+        return _dry_run(g, out, db, plugins, measure=not no_calibrate, plan_format=plan_format)
     from mtbench.runner import check_data
 
     check_data(g, plugins)  # the data folders named by the grid: on this machine, and safe to write
@@ -67,6 +59,30 @@ def run(grid: Annotated[Path, typer.Argument(help="grid file (TOML)")], out: Out
         summary = run_with_helpers(g, grid, results, out, db, plugins, err_console, workers)
     except KeyboardInterrupt as interrupt:
         exit_interrupted(interrupt)
+    _print_summary(summary)
+    if summary.done or summary.skipped:
+        _show_results(out, db)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+def _dry_run(g: Grid, out: Path, db: str | None, plugins: Plugins, measure: bool, plan_format: str) -> None:
+    """--dry-run: the trials with their status and the cost of those to run; no work, no write."""
+    opened = store(out, db, missing_ok=True)
+    _check_snapshots(g, opened, out)
+    if opened is not None:
+        from mtbench.runner import warn_other_versions
+
+        warn_other_versions(g, opened, err_console)
+    from mtbench.calibrate import estimate_grid
+
+    statuses = opened.statuses(t.id for t in g.trials) if opened else {}
+    cost = estimate_grid(g, statuses, plugins, measure=measure, console=err_console)
+    (_print_plan_json if plan_format == "json" else _print_plan)(g, statuses, cost)
+
+
+def _print_summary(summary: RunSummary) -> None:
+    """What the run did: trials run, skipped and failed, and each worker's share and idle time."""
     err_console.print(f"{len(summary.done)} trial(s) run, {len(summary.skipped)} already done, "
                       f"{len(summary.failed)} failed")
     for w in summary.workers:  # --workers N: each worker's share, and its wait for models others were training
@@ -76,10 +92,6 @@ def run(grid: Annotated[Path, typer.Argument(help="grid file (TOML)")], out: Out
         say(err_console, f"  idle {summary.idle_s:.1f} s waiting for models other workers were training")
     for tid, error in summary.failed.items():
         say(err_console, "  ", ("failed", "red"), f" {tid}: {error.splitlines()[0] if error else ''}")
-    if summary.done or summary.skipped:
-        _show_results(out, db)
-    if summary.failed:
-        raise typer.Exit(1)
 
 
 def _print_plan(g: Grid, statuses: dict[str, str], cost: CostPlan) -> None:
