@@ -91,21 +91,24 @@ def test_slurm_job_uses_its_cpus_per_task_whatever_the_machine(done):
             "(3 cores from SLURM_CPUS_PER_TASK)") in job.stderr
 
 
-def test_a_helper_starts_with_its_share_and_logs_it(done):
+def test_a_helper_starts_with_its_share_and_logs_it(done, tmp_path, monkeypatch):
     from mtbench.workers import start_workers
 
     grid, out = done
+    seen_file = tmp_path / "helper.env"
+    wrapper = tmp_path / "python"  # records the environment the helper starts with, then runs Python in it
+    wrapper.write_text(f'#!/bin/sh\nenv > "{seen_file}"\nexec "{sys.executable}" "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(wrapper))
     budget = plan(2, cores=2, environ={})
     [helper] = start_workers(grid, out, None, 1, budget)
-    environ = Path(f"/proc/{helper.pid}/environ")
-    seen = dict(v.split("=", 1) for v in environ.read_bytes().decode().split("\0") if "=" in v) \
-        if environ.exists() else None
     assert helper.wait(timeout=300) == 0
     log = (out / "logs" / "worker-1.log").read_text()
     assert budget.for_worker(2).describe() in log  # read back from torch in the helper
     assert "worker 2 of 2: 1 intra-op thread, 1 inter-op thread, 0 data-loader workers" in log
-    if seen is not None:  # Linux: the environment the helper's torch started with
-        assert {var: seen.get(var) for var in LIBRARY_VARS} == dict.fromkeys(LIBRARY_VARS, "1")
+    seen = dict(line.split("=", 1) for line in seen_file.read_text().splitlines() if "=" in line)
+    assert {var: seen.get(var) for var in LIBRARY_VARS} == dict.fromkeys(LIBRARY_VARS, "1")
+    monkeypatch.undo()
     started = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
                              capture_output=True, text=True, env={**clean_env(), **plan(8, cores=16, environ={}).env()})
     assert started.stdout.strip() == "2"  # what OMP_NUM_THREADS & co. do to a fresh torch
