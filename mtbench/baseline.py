@@ -17,6 +17,28 @@ from mtbench.specs import TaskSpec
 def fit_constants(batches: Iterable, tasks: Mapping[str, TaskSpec]) -> dict[str, torch.Tensor]:
     """Per task, a (C,) prediction: the majority class as one-hot logits for a classification task,
     the mean of the valid label pixels per channel otherwise (the MSE-optimal constant)."""
+    sums, counts = _label_sums(batches, tasks)
+    constants = {}
+    for t, spec in tasks.items():
+        if spec.classification:
+            constants[t] = torch.nn.functional.one_hot(sums[t].argmax(), spec.channels).float()
+        else:
+            constants[t] = (sums[t] / counts[t].clamp_min(1)).float()
+    return constants
+
+
+def fit_priors(batches: Iterable, tasks: Mapping[str, TaskSpec]) -> dict[str, torch.Tensor]:
+    """Per task, the (C,) output a head starts from under ``head_init = "prior"``: the log class
+    frequencies (add-one smoothed: no class at minus infinity) for a classification task, whose
+    softmax is the class prior, and the mean label per channel otherwise (the constant predictor)."""
+    sums, counts = _label_sums(batches, tasks)
+    return {t: ((sums[t] + 1) / (sums[t] + 1).sum()).log().float() if spec.classification
+            else (sums[t] / counts[t].clamp_min(1)).float() for t, spec in tasks.items()}
+
+
+def _label_sums(batches: Iterable, tasks: Mapping[str, TaskSpec]) -> tuple[dict, dict]:
+    """Per task, the valid pixels' label counts per class (classification) or label sums and valid
+    pixel counts per channel (regression), over every batch."""
     sums = {t: torch.zeros(spec.channels, dtype=torch.float64) for t, spec in tasks.items()}
     counts = {t: torch.zeros(spec.channels, dtype=torch.float64) for t, spec in tasks.items()}
     for _, targets, masks in batches:
@@ -29,13 +51,7 @@ def fit_constants(batches: Iterable, tasks: Mapping[str, TaskSpec]) -> dict[str,
                 m = mask.expand_as(target).double()
                 sums[t] += (target.double() * m).sum((0, 2, 3))
                 counts[t] += m.sum((0, 2, 3))
-    constants = {}
-    for t, spec in tasks.items():
-        if spec.classification:
-            constants[t] = torch.nn.functional.one_hot(sums[t].argmax(), spec.channels).float()
-        else:
-            constants[t] = (sums[t] / counts[t].clamp_min(1)).float()
-    return constants
+    return sums, counts
 
 
 @torch.no_grad()

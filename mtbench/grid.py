@@ -507,6 +507,7 @@ def _train_configs(g: GridModel, data: DataConfig, plugins: Plugins) -> list[Tra
             weights=weights, epochs=g.train.epochs, batch_size=g.train.batch_size, **optimizer_settings(g.train),
             snapshots=g.train.snapshots, architecture=plugins.encoders.get(encoder).revision, seed=seed, data=data,
             amp=g.train.amp, channels_last=g.train.channels_last, val_every=g.train.val_every,
+            head_init=g.train.head_init,
             loss_options={plugins.tasks.resolve(k): v for k, v in sorted(g.train.loss_options.items())
                           if plugins.tasks.resolve(k) in tasks}))
     return configs

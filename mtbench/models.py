@@ -52,6 +52,27 @@ def build_model(encoder: str, tasks: Sequence[str], plugins: Plugins | None = No
     return MultiTaskModel(enc.build(), decoders, enc.stride)
 
 
+PRIOR_WEIGHT_SCALE = 0.1
+"""Under ``head_init = "prior"``, a head's last layer keeps this fraction of its initial weights: its first
+outputs are the prior plus a little of the image, not the prior drowned in the initialisation's noise."""
+
+
+@torch.no_grad()
+def init_heads_at_prior(model: MultiTaskModel, priors: Mapping[str, torch.Tensor]) -> None:
+    """Start each task head's last layer (the last Conv2d, ConvTranspose2d or Linear with a bias whose
+    outputs are the task's channels) at ``priors[task]``: its bias set to it, its weights scaled by
+    :data:`PRIOR_WEIGHT_SCALE`. A head without such a layer cannot start at a prior: an error names it."""
+    for task, prior in priors.items():
+        layers = [m for m in model.decoders[task].modules()
+                  if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)) and m.bias is not None]
+        if not layers or layers[-1].bias.numel() != prior.numel():
+            raise ConfigError(f"train.head_init = \"prior\": the {task} head ends in no Conv2d, ConvTranspose2d "
+                              f"or Linear layer with a bias of its {prior.numel()} channel(s); use head_init = "
+                              "\"upstream\" with this encoder")
+        layers[-1].weight.mul_(PRIOR_WEIGHT_SCALE)
+        layers[-1].bias.copy_(prior.to(layers[-1].bias))
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

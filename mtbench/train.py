@@ -9,12 +9,12 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from mtbench.baseline import evaluate_constants, fit_constants
+from mtbench.baseline import evaluate_constants, fit_constants, fit_priors
 from mtbench.configs import TrainConfig
 from mtbench.context import TrialContext
 from mtbench.errors import TrainingError
 from mtbench.measure import aggregated_values, statistics_of
-from mtbench.models import build_model, count_macs, count_parameters, file_sha256, save_checkpoint
+from mtbench.models import build_model, count_macs, count_parameters, file_sha256, init_heads_at_prior, save_checkpoint
 from mtbench.results import MetricRow, Phase, TrialResult
 from mtbench.resume import BadState, clear_state, load_state, save_state, set_aside
 from mtbench.snapshots import snapshot_path
@@ -111,7 +111,10 @@ def run_train(config: TrainConfig, trial_id: str, ctx: TrialContext) -> TrialRes
     val_loader = DataLoader(val_set, batch_size=config.batch_size, pin_memory=pin)
     test_loader = DataLoader(test_set, batch_size=config.batch_size, pin_memory=pin)
 
-    model = build_model(config.encoder, list(config.tasks), ctx.plugins).to(device)
+    model = build_model(config.encoder, list(config.tasks), ctx.plugins)
+    if config.head_init == "prior":  # read in order, not from train_loader: its shuffle must not move
+        init_heads_at_prior(model, fit_priors(DataLoader(train_set, batch_size=config.batch_size), tasks))
+    model = model.to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt, sched = make_optimizer(config, model.parameters())

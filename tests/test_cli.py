@@ -45,7 +45,7 @@ def test_every_command_is_registered():
 
     group = get_command(mtbench.cli.app)
     assert sorted(group.commands) == sorted(c for c in COMMANDS if " " not in c)
-    assert sorted(group.commands["data"].commands) == ["check", "synth"]
+    assert sorted(group.commands["data"].commands) == ["check", "show", "synth"]
     assert sorted(group.commands["models"].commands) == ["info"]
 
 

@@ -37,8 +37,9 @@ def test_layout_and_round_trip(plugins, synth_root):
     assert targets["segment_semantic"].max() <= 16 and targets["segment_semantic"].min() >= 0
     assert targets["normal"].min() >= -1 and targets["normal"].max() <= 1
     assert targets["depth_euclidean"].min() >= 0 and targets["depth_euclidean"].max() <= 1
-    # a window shows sky somewhere in the dataset: invalid depth is masked out
-    assert any(not bool(ds[i][2]["depth_euclidean"].all()) for i in range(len(ds)))
+    # a window shows sky somewhere in the dataset (2 of its 24 views): invalid depth is masked out
+    views = [view for split in ("train", "test") for view in open_all(plugins, synth_root, split)]
+    assert any(not bool(masks["depth_euclidean"].all()) for _, _, masks in views)
     # labels are consistent with geometry: z-buffer depth never exceeds euclidean depth
     assert bool((targets["depth_zbuffer"] <= targets["depth_euclidean"] + 1e-6).all())
 
@@ -191,3 +192,35 @@ def test_point_split_of_one_building(plugins, tmp_path):
         open_split(tmp_path, data.model_copy(update={"point_split": 9}), "test", tasks, 2)
     with pytest.raises(DataError, match="one building"):
         open_split(tmp_path, data.model_copy(update={"train_buildings": ["x", "y"]}), "train", tasks, 2)
+
+
+def test_data_show_draws_samples_by_domain(synth_root, tmp_path):
+    """One row per sample, one column for rgb and one per task, decoded by the tasks: the segmentation
+    panel holds the colours of the classes in the labels, masked pixels are magenta."""
+    from mtbench.data.show import CLASS_COLOURS, DPI, PANEL_INCHES
+
+    out = tmp_path / "show.png"
+    result = run_cli("data", "show", str(synth_root), "--out", str(out), "--samples", "8", "--tasks", "sdn",
+                     "--split", "test")  # the test split: the 8 samples of synth-test-000
+    assert result.returncode == 0, result.stderr
+    assert "8 sample(s) x 4 column(s) (rgb, segment_semantic, depth_zbuffer, normal)" in result.stdout
+    with Image.open(out) as img:
+        assert img.size == (round(4 * PANEL_INCHES * DPI), round((8 * PANEL_INCHES + 0.35) * DPI))
+        pixels = {tuple(p) for p in np.asarray(img.convert("RGB")).reshape(-1, 3)}
+    labels = {int(v) for p in (synth_root / "synth-test-000" / "segment_semantic").glob("*.png")
+              for v in np.unique(np.asarray(Image.open(p)))}
+    shown = {c - 1 for c in labels if c >= 2} | ({0} if 1 in labels else set())
+    drawn = np.array(sorted(pixels), dtype=int)
+
+    def is_drawn(colour: np.ndarray) -> bool:  # matplotlib may round a channel the other way
+        return bool((np.abs(drawn - colour * 255).max(1) <= 1).any())
+
+    assert len(shown) >= 2 and all(is_drawn(CLASS_COLOURS[c]) for c in shown), shown
+    assert not is_drawn(CLASS_COLOURS[16])  # the class of label 17 (vase) is in no test label of this seed
+    assert (255, 0, 255) in pixels  # uncertain labels and sky: masked
+
+
+def test_data_show_refuses_a_missing_folder(tmp_path):
+    result = run_cli("data", "show", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.png"))
+    assert result.returncode == 2 and "dataset folder does not exist" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "x.png").exists()

@@ -147,3 +147,61 @@ def test_losses_read_at_the_epoch_end_give_the_same_rows_and_the_same_error(tmp_
     train_rows = {k: v for k, v in each_batch.items() if k[0] == Phase.TRAIN}
     assert train_rows and all(at_the_end[k] == v for k, v in train_rows.items())
     assert "training loss became nan at epoch 2, batch 0" in each_error and end_error == each_error
+
+
+def test_head_init_prior_starts_each_head_at_its_prior(tmp_path, plugins):
+    """Under head_init = "prior" the untrained model already predicts the training split's mean depth and
+    its class prior for segmentation; the upstream init predicts neither. Only the heads' last layers
+    change: the encoder and every other layer are bit-identical to the upstream model of the same seed."""
+    from mtbench.baseline import fit_priors
+    from mtbench.models import build_model, init_heads_at_prior
+
+    trial = load_grid_text(TRAIN.format(epochs=1).replace('["d"]', '["sd"]') + 'head_init = "prior"\n',
+                           tmp_path / "grid.toml", plugins).train_trials[0]
+    config = trial.config
+    tasks = {t: plugins.tasks.get(t) for t in config.tasks}
+    ctx = TrialContext(plugins, Store(default_url(tmp_path / "r")), tmp_path / "r", torch.device("cpu"),
+                       lambda description, total: lambda n=1: None)
+    data = ctx.open_split(config.data, "train", tasks, config.data.train_samples)
+    priors = fit_priors(torch.utils.data.DataLoader(data, batch_size=4), tasks)
+    images = torch.stack([data[i][0] for i in range(4)])
+    assert 0.1 < float(priors["depth_zbuffer"]) < 1 and priors["segment_semantic"].shape == (17,)
+    assert float(priors["segment_semantic"].exp().sum()) == pytest.approx(1, abs=1e-5)
+    labels = torch.cat([target["segment_semantic"][mask["segment_semantic"].bool()] for _, target, mask in data])
+    assert int(priors["segment_semantic"].argmax()) == int(torch.mode(labels.long()).values)
+
+    torch.manual_seed(0)
+    upstream = build_model(config.encoder, list(config.tasks), plugins).eval()
+    torch.manual_seed(0)
+    started = build_model(config.encoder, list(config.tasks), plugins)
+    init_heads_at_prior(started, priors)
+    started.eval()
+    with torch.no_grad():
+        out, before = started(images), upstream(images)
+    for task, prior in priors.items():
+        mean_out = out[task].mean((0, 2, 3))
+        assert torch.allclose(mean_out, prior, atol=0.05 * prior.abs().max() + 0.02), task
+        assert not torch.allclose(before[task].mean((0, 2, 3)), prior, atol=0.05 * prior.abs().max() + 0.02), task
+    changed = {k for k, v in started.state_dict().items() if not torch.equal(v, upstream.state_dict()[k])}
+    last = {t: [n for n, m in started.decoders[t].named_modules() if isinstance(m, torch.nn.Conv2d)][-1]
+            for t in config.tasks}
+    assert changed == {f"decoders.{t}.{last[t]}.{p}" for t in config.tasks for p in ("weight", "bias")}, changed
+
+
+def test_head_init_is_a_key_of_the_model_and_upstream_keeps_old_ids(tmp_path, plugins):
+    """head_init = "prior" is another model (another trial id and setting); "upstream", the default,
+    keeps the id trials had before the key existed; a bad value is refused naming the key."""
+    default = load_grid_text(TRAIN.format(epochs=2), tmp_path / "grid.toml", plugins).train_trials[0]
+    upstream = load_grid_text(TRAIN.format(epochs=2) + 'head_init = "upstream"\n', tmp_path / "grid.toml",
+                              plugins).train_trials[0]
+    prior = load_grid_text(TRAIN.format(epochs=2) + 'head_init = "prior"\n', tmp_path / "grid.toml",
+                           plugins).train_trials[0]
+    assert upstream.id == default.id and "head_init" not in default.config.model_dump(mode="json",
+                                                                                        exclude_defaults=True)
+    assert prior.id != default.id and prior.config.head_init == "prior"
+    assert setting_id("train", prior.config, {}) != setting_id("train", default.config, {})
+    grid = tmp_path / "bad.toml"
+    grid.write_text(TRAIN.format(epochs=2) + 'head_init = "zeros"\n')
+    result = run_cli("run", str(grid), "--out", str(tmp_path / "r"), "--dry-run", "--no-calibrate")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "train.head_init" in result.stderr and "'upstream' or 'prior'" in result.stderr, result.stderr

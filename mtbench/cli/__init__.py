@@ -29,6 +29,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
 data_app.command("synth")(data.synth)
 data_app.command("check")(data.check)
+data_app.command("show")(data.show)
 models_app.command("info")(models.info)
 
 

@@ -54,3 +54,29 @@ def check(root: Annotated[Path, typer.Argument(help="dataset folder")]) -> None:
     say(console, f"{result.samples} sample(s), {len(result.problems)} problem(s)")
     if result.problems:
         raise typer.Exit(1)
+
+
+def show(
+    root: Annotated[Path, typer.Argument(help="dataset folder (Taskonomy layout)")],
+    out: Annotated[Path, typer.Option("--out", help="PNG file to write")],
+    samples: Annotated[int, typer.Option(min=1, max=64, help="samples (rows), spread over the split")] = 4,
+    split: Annotated[Optional[str], typer.Option(help="split of splits.json (default: train; every building "
+                                                      "if the folder has no splits.json)")] = None,
+    tasks: Annotated[Optional[str], typer.Option(help="task codes or names, e.g. sdn or segment_semantic,normal "
+                                                      "(default: every task whose domains the folder has)")] = None,
+    size: Annotated[Optional[int], typer.Option(min=8, max=4096, help="resize to this size, as a grid's "
+                                                                      "image_size (default: the files' size)")] = None,
+) -> None:
+    """Draw a few samples (rows) x rgb and each task (columns), decoded as the tasks see them."""
+    from mtbench.data.show import default_tasks, draw_samples
+    from mtbench.plugins import get_plugins
+
+    registry = get_plugins().tasks
+    if tasks:
+        names = [n.strip() for n in tasks.split(",")] if "," in tasks or tasks in registry else list(tasks)
+        chosen = {registry.resolve(n): registry.get(registry.resolve(n)) for n in names}
+    else:
+        chosen = default_tasks(root, {n: registry.get(n) for n in registry.names()})
+    shown = draw_samples(root, out, chosen, samples, split, size)
+    say(console, f"wrote {out}: {len(shown.samples)} sample(s) x {len(shown.columns)} column(s) "
+                 f"({', '.join(shown.columns)}), {shown.pixels[0]}x{shown.pixels[1]} px")
