@@ -16,7 +16,7 @@ import mtbench.cli
 CLI = Path(mtbench.cli.__file__).parent
 MAX_LINES = 40
 COMMANDS = ["run", "worker", "plugins", "report", "claims", "advise", "export", "data", "data synth", "data check",
-            "models", "models info"]
+            "data show", "models", "models info"]
 
 
 def functions(path: Path) -> list[ast.FunctionDef]:

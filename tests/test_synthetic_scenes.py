@@ -22,9 +22,9 @@ SIMILAR = [{"chair", "dining table"}, {"microwave", "oven"}, {"toilet", "sink", 
 
 @pytest.fixture(scope="module")
 def scenes_root(tmp_path_factory):
-    """96 samples at 32 px: every class shows up several times."""
+    """192 samples at 32 px: most classes show up several times."""
     root = tmp_path_factory.mktemp("scenes") / "data"
-    return generate(root, SynthConfig(size=32, train=96, test=0, seed=1), workers=2)
+    return generate(root, SynthConfig(size=32, train=192, test=0, seed=1), workers=2)
 
 
 def test_bit_depths_and_layout(scenes_root):
@@ -59,7 +59,7 @@ def test_classes_differ_in_colour_more_than_instances_do(scenes_root):
     the deliberately similar classes (which share a material and differ in shape, size and placement)."""
     colours = _class_colours(scenes_root)
     seen = {name for name, v in colours.items() if len(v) >= 3}
-    assert len(seen) >= 12, sorted(colours)  # 96 views: the rarer classes (toaster, microwave, oven) may be absent
+    assert len(seen) >= 12, sorted(colours)  # 192 views: the rarer classes (toaster, microwave, oven) may be absent
     mean = {n: colours[n].mean(0) for n in seen}
     spread = {n: float(np.sqrt(colours[n].var(0).sum())) for n in seen}
     pairs = [(a, b) for a in sorted(seen) for b in sorted(seen) if a < b]

@@ -1,4 +1,4 @@
-"""``mtbench data synth`` and ``mtbench data check``: Taskonomy-format folders."""
+"""``mtbench data synth``, ``check`` and ``show``: Taskonomy-format folders."""
 
 from __future__ import annotations
 

@@ -23,15 +23,10 @@ import math
 
 import numpy as np
 
-from mtbench.data.scenes import FOV_DEGREES, ROOM_SURFACES, Material, Prim, Scene, camera_for, camera_rays
+from mtbench.data.scenes import FOV_DEGREES, ROOM_SURFACES, Material, Prim, Scene, camera_for, camera_rays, rot_y
 
 NO_DEPTH = 65535
 EPS = 1e-4
-
-
-def _rot_y(v: np.ndarray, angle: float) -> np.ndarray:
-    c, s = math.cos(angle), math.sin(angle)
-    return np.stack([c * v[..., 0] + s * v[..., 2], v[..., 1], -s * v[..., 0] + c * v[..., 2]], axis=-1)
 
 
 # ----------------------------------------------------------------------------- intersections (own frame)
@@ -122,11 +117,11 @@ def _candidates(prim: Prim, origins: np.ndarray, dirs: np.ndarray, t_max: np.nda
 
 def _intersect(prim: Prim, origins: np.ndarray, dirs: np.ndarray):
     """Hits of some rays (world frame) with one primitive: t, world normal, texture uv, curvatures."""
-    o = _rot_y(origins - prim.centre, -prim.yaw)
-    d = _rot_y(dirs, -prim.yaw)
+    o = rot_y(origins - prim.centre, -prim.yaw)
+    d = rot_y(dirs, -prim.yaw)
     swap = [0, 2, 1] if prim.axis == 2 else [0, 1, 2]
     t, n, uv, curv = _SHAPES[prim.kind](o[:, swap], d[:, swap], prim.ext)
-    return t, _rot_y(n[:, swap], prim.yaw), uv, curv
+    return t, rot_y(n[:, swap], prim.yaw), uv, curv
 
 
 def trace(scene: Scene, origin: np.ndarray, dirs: np.ndarray) -> dict[str, np.ndarray]:

@@ -21,6 +21,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 FOV_DEGREES = 70.0
+NEAR_FILL = 0.85
+"""A camera stands at most as far from its object of interest as makes the object this share of the view's
+width (v4; it was 0.3 in v3, where the object was often a small part of a busy view)."""
 ROOM_SURFACES = 6  # surface ids 0..5: +x wall, -x wall, +z wall, -z wall, floor, ceiling; objects from 6
 
 
@@ -101,6 +104,9 @@ ROOM_TYPES: dict[str, tuple[float, str, dict[int, float]]] = {
     "bedroom": (0.3, "nightstand", {5: 1.0, 2: 0.6, 4: 0.6, 8: 0.3, 14: 0.3, 15: 0.2, 16: 0.2}),
     "bathroom": (0.1, "vanity", {7: 1.0, 12: 0.8, 1: 0.3, 16: 0.2, 4: 0.3}),
 }
+CLUTTER = 0.6
+"""A room holds this share of its room type's expected objects: fewer objects in a view, each seen larger
+(v4; at 1.0, 64 px views were too busy for a model trained for seconds to tell the classes apart)."""
 OBJECT_SCALE = 1.8
 """Every object is this much larger than its class's real size, so that objects cover pixels at 64 px."""
 SUPPORTS = {"counter": ((1.2, 2.4), 0.9, 0.6), "sideboard": ((1.0, 1.8), 0.6, 0.45),
@@ -251,7 +257,8 @@ def parts(build: str, w: float, h: float, d: float, rng: np.random.Generator) ->
 BOOK_COLOURS = [(0.55, 0.2, 0.6), (0.45, 0.15, 0.5), (0.7, 0.3, 0.65), (0.4, 0.22, 0.6), (0.6, 0.15, 0.45)]
 
 
-def _rot_y(v: np.ndarray, angle: float) -> np.ndarray:
+def rot_y(v: np.ndarray, angle: float) -> np.ndarray:
+    """``v`` (..., 3) turned by ``angle`` about the vertical (y) axis."""
     c, s = math.cos(angle), math.sin(angle)
     return np.stack([c * v[..., 0] + s * v[..., 2], v[..., 1], -s * v[..., 0] + c * v[..., 2]], axis=-1)
 
@@ -348,7 +355,8 @@ def make_scene(rng: np.random.Generator) -> Scene:
 
     # the objects: each of the room type's classes with its probability (at least one object), tables first
     # so that table-top objects have somewhere to stand
-    classes = [c for c, n in contents.items() for _ in range(int(n) + (rng.random() < n % 1))]
+    counts = {c: CLUTTER * n for c, n in contents.items()}
+    classes = [c for c, n in counts.items() for _ in range(int(n) + (rng.random() < n % 1))]
     classes = classes or [int(rng.choice(list(contents)))]
     classes.sort(key=lambda c: CLASSES[c].placement != "floor" or c != 6)
     for cls in classes:
@@ -369,12 +377,12 @@ def _add_parts(scene: Scene, cls: int, origin: np.ndarray, yaw: float, size: np.
             material = replace(materials[0], colour=BOOK_COLOURS[rng.integers(len(BOOK_COLOURS))]).instance(rng)
         else:
             material = materials[mat]
-        centre = origin + _rot_y(offset, yaw)
+        centre = origin + rot_y(offset, yaw)
         made.append(Prim(kind, centre, ext, yaw, material, label, obj, axis, rng.uniform(0, 2 * math.pi, 6)))
     scene.prims += made
     if label > 1:
         scene.objects.append(SceneObject(cls, origin + np.array([0, size[1] / 2, 0]),
-                                         _rot_y(np.array([0.0, 0, 1]), yaw), size))
+                                         rot_y(np.array([0.0, 0, 1]), yaw), size))
     return made
 
 
@@ -411,7 +419,7 @@ def _place_object(scene: Scene, floor: _Floor, supports: list, cls: int, rng: np
             top, ext, yaw = supports[rng.integers(len(supports))]
             local = np.array([rng.uniform(-1, 1) * max(ext[0] - size[0] / 2 - 0.03, 0), 0,
                               rng.uniform(-1, 1) * max(ext[2] - size[2] / 2 - 0.03, 0)])
-            origin = top + _rot_y(local, yaw)
+            origin = top + rot_y(local, yaw)
             on_tables = [o for o in scene.objects if CLASSES[o.cls].placement == "table"]
             if all(np.linalg.norm(origin - _base(o)) > r + 0.5 * max(o.size[0], o.size[2]) for o in on_tables):
                 _add_parts(scene, cls, origin, yaw + rng.uniform(-0.4, 0.4), size, label, materials, rng, spec.build)
@@ -454,7 +462,7 @@ def _place_object(scene: Scene, floor: _Floor, supports: list, cls: int, rng: np
                 offset = [np.array([0, 0, ext[2] + 0.3]), np.array([0, 0, -ext[2] - 0.3]),
                           np.array([ext[0] + 0.3, 0, 0]), np.array([-ext[0] - 0.3, 0, 0])][side]
                 offset = offset + np.array([rng.uniform(-0.3, 0.3), 0, rng.uniform(-0.1, 0.1)]) * (side < 2)
-                origin = np.array([top[0], 0, top[2]]) + _rot_y(offset, tyaw)
+                origin = np.array([top[0], 0, top[2]]) + rot_y(offset, tyaw)
                 to_table = np.array([top[0], 0, top[2]]) - origin
                 yaw = _yaw_facing(to_table / (np.linalg.norm(to_table) + 1e-9))
         if floor.free(origin[[0, 2]], r * (0.8 if cls == 2 else 1.0), inside=placement == "floor"):
@@ -472,23 +480,23 @@ def _place_object(scene: Scene, floor: _Floor, supports: list, cls: int, rng: np
 def camera_for(scene: Scene, focus: SceneObject, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """A camera (origin, basis rows right, up, back) looking at ``focus``, as Taskonomy's cameras look at
     points of interest: from in front of it, from across the room (so that its neighbours are in view too),
-    but near enough that it fills at least 30% of the view."""
+    but near enough that it fills most of the view (:data:`NEAR_FILL`)."""
     half_fov = math.tan(math.radians(FOV_DEGREES) / 2)
     extent = float(max(focus.size[0], focus.size[1]))
     origin = None
     for _ in range(16):
         angle = rng.uniform(-1.0, 1.0)
-        direction = _rot_y(focus.front, angle)
+        direction = rot_y(focus.front, angle)
         with np.errstate(divide="ignore"):
             room = np.min(np.abs((np.sign(direction[[0, 2]]) * scene.half - focus.centre[[0, 2]])
                                  / np.where(direction[[0, 2]] == 0, 1e-9, direction[[0, 2]])))
-        near = extent / (2 * half_fov * 0.3) + 0.3
+        near = extent / (2 * half_fov * NEAR_FILL) + 0.1
         dist = min(rng.uniform(0.55, 0.95) * (room - 0.3), near)
-        dist = max(dist, extent / (2 * half_fov * 0.8) + 0.2)
+        dist = max(dist, extent / (2 * half_fov * 1.1) + 0.1)  # never so near that it overflows the view
         origin = focus.centre + direction * dist
         origin[1] = np.clip(focus.centre[1] + rng.uniform(0.1, 0.8), 0.6, min(1.8, scene.height - 0.3))
         origin[[0, 2]] = np.clip(origin[[0, 2]], -scene.half + 0.25, scene.half - 0.25)
-        if all(np.any(np.abs(_rot_y(origin - p.centre, -p.yaw)) > p.ext + 0.1) for p in scene.prims):
+        if all(np.any(np.abs(rot_y(origin - p.centre, -p.yaw)) > p.ext + 0.1) for p in scene.prims):
             break
     assert origin is not None
     to = focus.centre - origin
