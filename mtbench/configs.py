@@ -104,6 +104,8 @@ class DataConfig(DataSection, Config):
     """The grid's ``[data]`` plus the seed of generated data (``run.seed``)."""
 
     seed: int = seed("seed of generated (synthetic) data")
+    revision: str = added("", "the dataset plugin's revision (DatasetSpec.revision, e.g. the synthetic "
+                              "generator's version): models trained on other samples are other models")
 
 
 class TrainConfig(Config):

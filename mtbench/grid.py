@@ -429,12 +429,17 @@ def expand(g: GridModel, plugins: Plugins) -> list[Trial]:
     return trials
 
 
+def _data_revision(g: GridModel, plugins: Plugins) -> str:
+    """The grid's dataset plugin's revision ("" for a dataset the names check reports as unknown)."""
+    return plugins.datasets.get(g.data.dataset).revision if g.data.dataset in plugins.datasets.names() else ""
+
+
 def _expand(g: GridModel, plugins: Plugins, path: Path = Path("grid")) -> tuple[list[Trial], list[tuple[str, str]]]:
     """The trials, and the problems only expansion finds: an attack that gives no trial, targets its
     objective refuses, a transfer source that is no model of the grid."""
     problems: list[tuple[str, str]] = []
     made = [0] * len(g.attack)
-    data = DataConfig(**g.data.model_dump(), seed=g.run.seed)
+    data = DataConfig(**g.data.model_dump(), seed=g.run.seed, revision=_data_revision(g, plugins))
     configs = _train_configs(g, data, plugins)
     models = _unique([Trial(c) for c in (configs if g.train.ordered_pairs else merge_orders(configs))])
     trials: list[Trial] = list(models)

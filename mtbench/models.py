@@ -144,10 +144,13 @@ def _write_safetensors(state: Mapping[str, torch.Tensor], path: Path) -> None:
     from safetensors import SafetensorError
     from safetensors.torch import save_file
 
+    from mtbench.storage.files import follow_umask
+
     try:
         save_file(dict(state), str(path), metadata={"format": "mtbench-1"})
     except SafetensorError as exc:
         raise OSError(str(exc)) from None
+    follow_umask(path)  # safetensors creates the file private
 
 
 def file_sha256(path: Path) -> str:

@@ -276,3 +276,5 @@ class DatasetSpec:
     open: OpenSplit
     description: str = ""
     check: CheckData | None = None
+    revision: str = ""  # changes when the same settings would give other samples (a generator's version):
+    # part of every trial id (DataConfig.revision), so models of other data are other models

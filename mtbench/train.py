@@ -172,7 +172,8 @@ def run_train(config: TrainConfig, trial_id: str, ctx: TrialContext) -> TrialRes
     model = model.to(memory_format=torch.contiguous_format).eval()
     path = ctx.checkpoints / f"{trial_id}.safetensors"
     sha = save_checkpoint(model, path, {"encoder": config.encoder, "tasks": list(config.tasks), "trial": trial_id,
-                                        "snapshots": {str(e): snapshots[e] for e in sorted(snapshots)}})
+                                        "snapshots": {str(e): snapshots[e] for e in sorted(snapshots)},
+                                        **_sidecar_facts(config, device)})
     model_row = {
         "encoder": config.encoder, "tasks": ",".join(config.tasks), "weighting": config.weighting,
         "epochs": config.epochs, "checkpoint": _relative(path, ctx.out), "sha256": sha,
@@ -183,6 +184,16 @@ def run_train(config: TrainConfig, trial_id: str, ctx: TrialContext) -> TrialRes
     # a task without one valid test pixel has no clean error (it would read 0): the trial is suspect
     checks = {"valid_test_pixels": valid, "every_task_has_valid_pixels": all(valid.get(t, 0) > 0 for t in tasks)}
     return TrialResult(metrics=rows, model=model_row, checks=checks, suspect=not checks["every_task_has_valid_pixels"])
+
+
+def _sidecar_facts(config: TrainConfig, device: torch.device) -> dict:
+    """What a checkpoint's JSON records besides the architecture, so that a file copied away from its
+    database still says what it is: image size, weighting, epochs, head init and the versions it was made with."""
+    from mtbench.provenance import current
+
+    return {"image_size": config.data.image_size, "weighting": config.weighting, "weights": dict(config.weights),
+            "epochs": config.epochs, "seed": config.seed, "head_init": config.head_init,
+            "versions": current(device)}
 
 
 def _tally(pending: list, sums: dict[str, float], epoch: int, lr: float) -> int:
@@ -206,7 +217,8 @@ def _tally(pending: list, sums: dict[str, float], epoch: int, lr: float) -> int:
 def _save_snapshot(ctx: TrialContext, trial_id: str, config: TrainConfig, model, epoch: int) -> str:
     """The weights at ``epoch``, beside the final checkpoint; returns their SHA-256."""
     return save_checkpoint(model, snapshot_path(ctx.checkpoints / f"{trial_id}.safetensors", epoch),
-                           {"encoder": config.encoder, "tasks": list(config.tasks), "trial": trial_id, "epoch": epoch})
+                           {"encoder": config.encoder, "tasks": list(config.tasks), "trial": trial_id, "epoch": epoch,
+                            **_sidecar_facts(config, ctx.device)})
 
 
 def _resume(ctx: TrialContext, trial_id: str, epochs: int, model, opt, sched, gen) -> tuple[int, list] | None:

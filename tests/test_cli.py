@@ -60,3 +60,11 @@ def test_python_m_mtbench_cli_starts_workers():
     """Helper workers are started as ``python -m mtbench.cli worker ...`` (:mod:`mtbench.workers`)."""
     result = subprocess.run([sys.executable, "-m", "mtbench.cli", "worker", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "Join a grid" in result.stdout, result.stderr
+
+
+def test_version_prints_the_installed_version_without_importing_torch():
+    code = ("import sys; sys.argv = ['mtbench', '--version']\nfrom mtbench.cli import main\ntry:\n    main()\n"
+            "except SystemExit as exc:\n    assert exc.code in (0, None), exc.code\nprint('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [f"mtbench {mtbench.__version__}", "False"]

@@ -79,6 +79,27 @@ def test_every_kind_has_an_executor_and_an_unknown_kind_is_an_error():
         executor_for("defence")
 
 
+def as_before_revisions(config):
+    """A training config as it was before the encoders' and the datasets' revisions were keys."""
+    config = parse_config(config.kind, config.record())
+    return config.model_copy(update={"architecture": "", "data": config.data.model_copy(update={"revision": ""})})
+
+
+def test_the_synthetic_generators_version_is_part_of_a_trial_id(grid):
+    """Data of another generator version is other data: its models are other models (and a results folder
+    made with an older generator does not take its models for today's), while a real dataset's
+    trials keep the ids they had."""
+    from mtbench.data.synthetic import SynthConfig
+
+    trial = grid.train_trials[0]
+    assert trial.config.data.dataset == "synthetic" and trial.config.data.revision == f"v{SynthConfig.version}"
+    other = trial.config.model_copy(update={"data": trial.config.data.model_copy(update={"revision": "v3"})})
+    assert len({trial.id, other.id, as_before_revisions(trial.config).id}) == 3
+    assert trial.config.identity()["data"]["revision"] == f"v{SynthConfig.version}"
+    real = trial.config.data.model_copy(update={"dataset": "taskonomy", "revision": ""})  # its plugin's revision
+    assert "revision" not in real.identity()
+
+
 def test_a_database_of_the_previous_version_keeps_its_done_trials(grid, tmp_path):
     """Its trials are kept, re-keyed once; its models, made with the decoders' former layers, are not
     taken for today's (the encoders' revision is in the id): the grid trains new ones beside them."""
@@ -90,8 +111,8 @@ def test_a_database_of_the_previous_version_keeps_its_done_trials(grid, tmp_path
         rows = c.execute("select count(*) from metrics").fetchone()[0]
     train_ids = {t.id for t in grid.train_trials}
     assert not train_ids & set(before), "a model of other layers would be taken for today's"
-    assert {parse_config(t.kind, t.config.record()).model_copy(update={"architecture": ""}).id
-            for t in grid.train_trials} <= set(before), "the old training trials' ids changed"
+    assert {as_before_revisions(t.config).id for t in grid.train_trials} <= set(before), \
+        "the old training trials' ids changed"
 
     result = run_cli("run", str(DATA / "previous-version.toml"), "--out", str(results))
     assert result.returncode == 0, result.stderr[-3000:]

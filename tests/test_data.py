@@ -224,3 +224,17 @@ def test_data_show_refuses_a_missing_folder(tmp_path):
     result = run_cli("data", "show", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.png"))
     assert result.returncode == 2 and "dataset folder does not exist" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "x.png").exists()
+
+
+def test_a_generated_dataset_follows_the_umask(tmp_path):
+    """On a shared cluster a group reads the data: the folder is not left private as mkdtemp makes it."""
+    import os
+
+    previous = os.umask(0o027)
+    try:
+        root = generate(tmp_path / "data", SynthConfig(size=16, train=2, test=0, seed=0), workers=1)
+    finally:
+        os.umask(previous)
+    assert root.stat().st_mode & 0o777 == 0o750
+    image = next(root.glob("*/rgb/*.png"))
+    assert image.stat().st_mode & 0o777 == 0o640 and image.parent.stat().st_mode & 0o777 == 0o750

@@ -41,3 +41,16 @@ def test_readme_grid_examples_are_valid():
     assert blocks
     for block in blocks:  # a whole grid, or tables to add to one
         GridModel.model_validate({"train": {"encoders": ["resnet18"], "task_sets": ["s"]}, **tomllib.loads(block)})
+
+
+def test_the_licence_file_and_the_citation_match_the_package():
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["license"]["text"]
+    assert (REPO / "LICENSE").read_text().splitlines()[0] == f"{declared} License"
+    citation = (REPO / "CITATION.cff").read_text()
+    assert f"license: {declared}" in citation and 'doi: "10.1609/aaai.v36i1.19950"' in citation
+    assert "Adversarial Robustness in Multi-Task Learning: Promises and Illusions" in citation
+
+
+def test_every_docs_page_is_in_the_index():
+    index = (REPO / "docs" / "README.md").read_text()
+    assert all(f"]({page.name})" in index for page in (REPO / "docs").glob("*.md") if page.name != "README.md")

@@ -205,3 +205,26 @@ def test_head_init_is_a_key_of_the_model_and_upstream_keeps_old_ids(tmp_path, pl
     result = run_cli("run", str(grid), "--out", str(tmp_path / "r"), "--dry-run", "--no-calibrate")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "train.head_init" in result.stderr and "'upstream' or 'prior'" in result.stderr, result.stderr
+
+
+def test_a_checkpoint_says_what_it_is_and_follows_the_umask(tmp_path, plugins):
+    """The sidecar JSON of a checkpoint copied away from its database still gives the image size,
+    weighting, epochs and versions; both files are as group-readable as the umask allows."""
+    import json
+    import os
+
+    from mtbench import __version__
+
+    trial = load_grid_text(grid_text(1, None), tmp_path / "grid.toml", plugins).train_trials[0]
+    previous = os.umask(0o027)
+    try:
+        _rows(trial.config, trial.id, tmp_path / "r", plugins)
+    finally:
+        os.umask(previous)
+    weights = tmp_path / "r" / "checkpoints" / f"{trial.id}.safetensors"
+    sidecar = json.loads(weights.with_suffix(".json").read_text())
+    assert {k: sidecar[k] for k in ("image_size", "weighting", "epochs", "head_init")} == {
+        "image_size": 32, "weighting": "uniform", "epochs": 1, "head_init": "upstream"}
+    assert sidecar["versions"]["mtbench"] == __version__ and sidecar["versions"]["torch"]
+    assert sidecar["encoder"] == "resnet18" and sidecar["tasks"] == ["depth_zbuffer"]
+    assert {oct(p.stat().st_mode & 0o777) for p in (weights, weights.with_suffix(".json"))} == {oct(0o640)}

@@ -9,6 +9,7 @@ report`` and ``mtbench --help`` start fast. Every user error exits with code 2 a
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 
@@ -19,9 +20,24 @@ from mtbench.errors import MtbenchError
 
 app = typer.Typer(help="Adversarial robustness of multi-task vision models: train, attack, report.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False, **PLAIN_HELP)
-data_app = typer.Typer(help="Taskonomy-format data: generate synthetic scenes, check a folder.", no_args_is_help=True,
-                       **PLAIN_HELP)
+data_app = typer.Typer(help="Taskonomy-format data: generate synthetic scenes, check a folder, draw samples.",
+                       no_args_is_help=True, **PLAIN_HELP)
 models_app = typer.Typer(help="Model architectures: sizes and costs.", no_args_is_help=True, **PLAIN_HELP)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from mtbench import __version__
+
+        typer.echo(f"mtbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                                   help="print mtbench's version and exit")] = False) -> None:
+    """Adversarial robustness of multi-task vision models: train, attack, report."""
+
 
 for command in (run.run, run.worker, plugins.plugins, report.report, report.claims, advise.advise, report.export):
     app.command()(command)

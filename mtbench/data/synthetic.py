@@ -28,6 +28,7 @@ from mtbench.data.layout import file_name
 from mtbench.data.render import render
 from mtbench.data.scenes import make_scene
 from mtbench.errors import DataError
+from mtbench.storage.files import follow_umask
 
 META_FILE = "synthetic.json"
 
@@ -86,6 +87,7 @@ def generate(out: Path, cfg: SynthConfig, workers: int | None = None,
             jobs.append((name, building_seed, cfg.samples_in(split, i)))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    follow_umask(tmp, 0o777)  # mkdtemp makes it private; the dataset follows the umask like its files
     try:
         args = [(tmp, cfg, name, seed, n) for name, seed, n in jobs]
         workers = workers or min(len(args), os.cpu_count() or 1)

@@ -21,6 +21,15 @@ def temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp")
 
 
+def follow_umask(path: Path, mode: int = 0o666) -> None:
+    """Give ``path`` the permissions a plain ``open`` (files, 0o666) or ``mkdir`` (folders, 0o777) would
+    under this process's umask: writers that create private files (mkdtemp, safetensors) would otherwise
+    keep results from the user's group on a shared cluster."""
+    mask = os.umask(0o022)  # read by setting it, then put back
+    os.umask(mask)
+    Path(path).chmod(mode & ~mask)
+
+
 def write_files(writers: Mapping[Path, Writer], what: str, error: type[MtbenchError] = MtbenchError) -> None:
     """Write every file to a temporary name, then rename them all into place.
 
@@ -49,4 +58,4 @@ def write_text(path: Path, text: str, what: str, error: type[MtbenchError] = Mtb
     write_files({Path(path): lambda tmp: tmp.write_text(text)}, what, error)
 
 
-__all__ = ["temp_name", "write_files", "write_text"]
+__all__ = ["follow_umask", "temp_name", "write_files", "write_text"]

@@ -81,7 +81,7 @@ def prepare_synthetic(data: DataConfig, cache_dir: Path) -> Path:
 DATASETS = (
     DatasetSpec("synthetic", prepare_synthetic, open_split,
                 "indoor scenes ray-cast in numpy, written in the official Taskonomy layout (the default)",
-                check=check_synthetic),
+                check=check_synthetic, revision=f"v{SynthConfig.version}"),
     DatasetSpec("taskonomy", prepare_taskonomy, open_split,
                 "the official Taskonomy download: <root>/<building>/<domain>/point_P_view_V_domain_<domain>.png",
                 check=check_taskonomy),
