@@ -14,6 +14,7 @@ import pytest
 from helpers import run_cli
 
 from mtbench.defaults import WGD_OBJECTIVE
+from mtbench.errors import MtbenchError
 from mtbench.report import Filters, leaderboard, load_frames, paper
 from mtbench.storage import Store, export_parquet
 from mtbench.storage.fixture import ResultsWriter
@@ -304,3 +305,44 @@ def test_figures_average_seeds_of_one_setting_only(tmp_path):
     assert by_name["resnet18/s/uniform (steps=10)"] == {4: [0.2, 0.4], 8: [0.4, 0.8]}  # the two seeds
     assert by_name["resnet18/s/uniform (steps=25)"] == {4: [pytest.approx(0.6), pytest.approx(1.2)],
                                                        8: [0.8, 1.6]}
+
+
+def test_json_on_stdout_stays_valid_with_plots(real_results, tmp_path):
+    """Status lines go to stderr: `--format json --plots DIR` pipes into a JSON parser as it is."""
+    result = run_cli("report", "--out", str(real_results), "--format", "json", "--plots", str(tmp_path / "figs"))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) and "figure(s) written to" in result.stderr
+    assert any((tmp_path / "figs").glob("*.png"))
+
+
+@pytest.mark.parametrize("column, code", [("bogus", 2), ("clean_err", 0)])
+def test_sort_takes_only_a_leaderboard_column(real_results, column, code):
+    result = run_cli("report", "--out", str(real_results), "--sort", column, "--format", "json")
+    assert result.returncode == code and "Traceback" not in result.stderr
+    if code:
+        assert "--sort: expected a leaderboard column" in result.stderr and "clean_err" in result.stderr
+    else:
+        (rows, *_) = json.loads(result.stdout).values()
+        errors = [r["clean_err"] for r in rows if r["main"] == rows[0]["main"] and r["learnt"] == rows[0]["learnt"]]
+        assert errors == sorted(errors)
+
+
+def test_html_is_written_beside_its_source_never_into_the_current_folder(real_results, tmp_path):
+    """Read from a SQLite file, a Parquet folder or a server URL: the page lands next to the file, in the
+    folder, or nowhere without -o (a clear error, exit 2); the current folder stays empty."""
+    from mtbench.cli.report import html_beside
+
+    here = tmp_path / "cwd"
+    here.mkdir()
+    db_copy = tmp_path / "copy" / "my.db"
+    db_copy.parent.mkdir()
+    for suffix in ("", "-wal", "-shm"):  # a WAL database: its recent pages are in the -wal file
+        if (real_results / f"mtbench.db{suffix}").exists():
+            shutil.copy(real_results / f"mtbench.db{suffix}", f"{db_copy}{suffix}")
+    done = run_cli("report", str(db_copy), "--format", "html", cwd=here, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (db_copy.parent / "report.html").is_file() and not any(here.iterdir())
+    assert html_beside(str(real_results / "parquet")) == real_results / "parquet" / "report.html"
+    assert html_beside(f"sqlite:///{db_copy}") == db_copy.parent / "report.html"
+    with pytest.raises(MtbenchError, match="needs -o FILE"):
+        html_beside("postgresql://user@host/db")

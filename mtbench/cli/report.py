@@ -9,10 +9,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from mtbench.cli.common import DbOpt, Format, FormatOpt, OutOpt, console, store
+from mtbench.cli.common import DbOpt, Format, FormatOpt, OutOpt, console, err_console, store
 from mtbench.console import say
 from mtbench.errors import MtbenchError
-from mtbench.report.assemble import ALL, VIEWS
+from mtbench.report.assemble import ALL, SORTABLE, VIEWS
 
 View = Enum("View", [(name, name) for name in (*VIEWS, ALL)], type=str)
 
@@ -30,9 +30,11 @@ ObjectiveOpt = Annotated[Optional[str], typer.Option(help="rank by this attack o
                                                      "common one]")]
 TargetsOpt = Annotated[str, typer.Option(help="leaderboard target: main (main task alone), all, or codes like sd")]
 MetricOpt = Annotated[str, typer.Option(help="rel_vuln_ratio_of_means | rel_vuln_mean_of_ratios | delta_loss")]
-SortOpt = Annotated[Optional[str], typer.Option(help="leaderboard column to sort by [default: the metric]")]
+SortOpt = Annotated[Optional[str], typer.Option(help=f"leaderboard column to sort by: {', '.join(SORTABLE)} "
+                                                     "[default: v]")]
 OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="write here instead of printing "
-                                                   "(html: default <out>/report.html)")]
+                                                   "(html: default report.html in the results or Parquet folder "
+                                                   "read, or next to its SQLite file)")]
 PlotsOpt = Annotated[Optional[Path], typer.Option(help="also draw the paper's figures (PNG + SVG) here")]
 LimitOpt = Annotated[int, typer.Option(min=0, help="at most this many rows per table (0: all)")]
 CompareOpt = Annotated[bool, typer.Option("--compare-paper", help="show the paper's figure beside ours even where "
@@ -59,11 +61,11 @@ def report(
     built = build_report(load_frames(source or db or str(out)), f, [v.value for v in view or []], limit, plots,
                          html=fmt is Format.html)
     if plots:
-        say(console, f"{len(built.figures)} figure(s) written to {plots}", style="dim")
+        say(err_console, f"{len(built.figures)} figure(s) written to {plots}", style="dim")  # stdout: the report
     if fmt is Format.html:
-        target = output or Path(out) / "report.html"
+        target = output or html_beside(source or db or str(out))
         _write_text(target, built.html())
-        say(console, f"report written to {target}")
+        say(err_console, f"report written to {target}")
         return
     text = render(built.text_sections(fmt.value), fmt.value, console)
     if text is None and built.made_with_line():  # a terminal table: the versions fit on one line
@@ -72,6 +74,17 @@ def report(
         _write_text(output, text)
     elif text is not None:
         print(text)
+
+
+def html_beside(source: str) -> Path:
+    """Where ``--format html`` writes without ``-o``: beside what it reads (in a results or Parquet folder,
+    next to a SQLite file), never into the current folder; a server database needs ``-o``."""
+    if "://" in source:
+        if not source.startswith("sqlite:///"):
+            raise MtbenchError(f"{source}: --format html of a database server needs -o FILE (where to write it)")
+        source = source.removeprefix("sqlite:///")
+    path = Path(source)
+    return (path if path.is_dir() else path.parent) / "report.html"
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -24,6 +24,9 @@ VIEWS = ("leaderboard", "models", "attacks", "paper", "advice", "theory", "claim
 """What a report can show, in the order ``--help`` lists them."""
 ALL = "all"
 DEFAULT_VIEWS = ("leaderboard", "models")
+SORTABLE = ("v", "std", "adv_err", "clean_err", "const_err", "params_M", "MACs_G", "epochs", "steps", "seeds",
+            "model")
+"""The leaderboard columns ``--sort`` can order by (within each main task, models that learnt first)."""
 
 
 def _leaderboard(frames: Frames, f: Filters) -> list[Section]:
@@ -122,6 +125,9 @@ def parse_filters(eps: str | None, metric: str, **narrowing: Any) -> Filters:
             raise ValueError
     except (TypeError, ValueError):
         raise MtbenchError(f"--eps: expected a number in (0, 1] or a fraction like 8/255, got {eps!r}") from None
+    if narrowing.get("sort") not in (None, *SORTABLE):
+        raise MtbenchError(f"--sort: expected a leaderboard column, one of {', '.join(SORTABLE)}; "
+                           f"got {narrowing['sort']!r}")
     return Filters(eps=eps_value, metric=metric, **narrowing)
 
 
