@@ -346,3 +346,9 @@ def test_html_is_written_beside_its_source_never_into_the_current_folder(real_re
     assert html_beside(f"sqlite:///{db_copy}") == db_copy.parent / "report.html"
     with pytest.raises(MtbenchError, match="needs -o FILE"):
         html_beside("postgresql://user@host/db")
+    again = run_cli("report", str(db_copy), "--format", "html", cwd=here, timeout=300)
+    assert again.returncode == 0, again.stderr  # its own page, replaced
+    (db_copy.parent / "report.html").write_text("the user's own page")
+    refused = run_cli("report", str(db_copy), "--format", "html", cwd=here, timeout=300)
+    assert refused.returncode == 2 and "not a report of mtbench's" in refused.stderr
+    assert (db_copy.parent / "report.html").read_text() == "the user's own page"

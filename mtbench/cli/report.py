@@ -76,6 +76,10 @@ def report(
         print(text)
 
 
+HTML_MARKER = "<title>mtbench report</title>"
+"""In every page ``--format html`` writes (mtbench.report.html): a report.html without it is the user's."""
+
+
 def html_beside(source: str) -> Path:
     """Where ``--format html`` writes without ``-o``: beside what it reads (in a results or Parquet folder,
     next to a SQLite file), never into the current folder; a server database needs ``-o``."""
@@ -84,7 +88,11 @@ def html_beside(source: str) -> Path:
             raise MtbenchError(f"{source}: --format html of a database server needs -o FILE (where to write it)")
         source = source.removeprefix("sqlite:///")
     path = Path(source)
-    return (path if path.is_dir() else path.parent) / "report.html"
+    target = (path if path.is_dir() else path.parent) / "report.html"
+    if target.exists() and HTML_MARKER not in target.read_text(errors="replace"):
+        raise MtbenchError(f"{target}: exists and is not a report of mtbench's, which never replaces a file it did "
+                           "not write; give -o FILE")
+    return target
 
 
 def _write_text(path: Path, text: str) -> None:
