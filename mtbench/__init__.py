@@ -1,11 +1,19 @@
 """mtbench: adversarial robustness of multi-task vision models, as a plugin-based benchmark.
 
-The public API for plugin authors is what this module exports: the hook marker, the spec
-dataclasses and the errors. Plugins import nothing else from the core except the helpers
-documented in :mod:`mtbench.testing` and :mod:`mtbench.data`.
+What is public is what this module exports (``__all__``), and these modules, for plugin authors:
+
+- :mod:`mtbench.specs`: the dataclasses a plugin returns (tasks, encoders, attacks, datasets);
+- :mod:`mtbench.hookspecs`: the hooks a plugin implements (with :data:`hookimpl`);
+- :mod:`mtbench.testing`: checks a plugin author runs on their plugin;
+- :mod:`mtbench.data`: the Taskonomy layout and decoding, for dataset plugins.
+
+The functions of the Python API (:func:`run`, :func:`attack`, :func:`load_batch`, :func:`load_model`,
+:func:`results`; ``docs/api.md``) are loaded on first use, so that ``import mtbench`` (and ``mtbench
+report``) stays free of torch. Every other module is private: it may change without notice.
 """
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -27,6 +35,9 @@ from mtbench.specs import (
     TaskSpec,
 )
 
+if TYPE_CHECKING:
+    from mtbench.api import AttackOutcome, attack, load_batch, load_model, results, run
+
 try:
     __version__ = version("mtbench")
 except PackageNotFoundError:  # running from a source tree that was not installed
@@ -34,9 +45,22 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 
 hookimpl = pluggy.HookimplMarker("mtbench")
 
+API = ("AttackOutcome", "attack", "load_batch", "load_model", "results", "run")
+"""The Python API's names, defined in :mod:`mtbench.api` and imported from there when first used."""
+
+
+def __getattr__(name: str) -> Any:
+    if name in API:
+        from mtbench import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'mtbench' has no attribute {name!r}")
+
+
 __all__ = [
     "AdaptiveObjective",
     "Aggregate",
+    "AttackOutcome",
     "AttackRequest",
     "AttackResult",
     "AttackSpec",
@@ -53,5 +77,10 @@ __all__ = [
     "Statistics",
     "TaskSpec",
     "__version__",
+    "attack",
     "hookimpl",
+    "load_batch",
+    "load_model",
+    "results",
+    "run",
 ]

@@ -35,9 +35,9 @@ from mtbench.defaults import ADVICE_ENCODER, DEFAULT_DATASET, PAPER_ATTACK, SURR
 from mtbench.errors import MtbenchError
 from mtbench.grid import Grid, expand, load_grid
 from mtbench.plugins import Plugins
+from mtbench.records import MetricRow, Phase, TrialResult
 from mtbench.report.frames import Frames, load_frames
 from mtbench.report.leaderboard import done, metric_values, settings, varying_keys
-from mtbench.results import MetricRow, Phase, TrialResult
 from mtbench.settings import GridModel
 from mtbench.stats import bootstrap_ci, pearson, relative_increase, spearman
 from mtbench.storage import Store

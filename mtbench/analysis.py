@@ -28,7 +28,7 @@ from mtbench.configs import AnalysisConfig
 from mtbench.context import TrialContext
 from mtbench.defaults import DEFAULT_OBJECTIVE
 from mtbench.evaluate import load_trained_model, prepare_for_attack
-from mtbench.results import MetricRow, Phase, SampleRow, TrialResult
+from mtbench.records import MetricRow, Phase, SampleRow, TrialResult
 from mtbench.specs import AttackRequest, TaskSpec, with_loss_options
 
 NORMS = {"grad_l1": 1, "grad_l2": 2, "grad_linf": float("inf")}

@@ -23,7 +23,7 @@ from mtbench.errors import MtbenchError
 from mtbench.fold import fold_batchnorm
 from mtbench.measure import SplitRecord, measure
 from mtbench.models import load_checkpoint
-from mtbench.results import MetricRow, Phase, SampleRow, TrialResult
+from mtbench.records import MetricRow, Phase, SampleRow, TrialResult
 from mtbench.snapshots import snapshot_path, stored_snapshots
 from mtbench.specs import AdaptiveObjective, AttackRequest, start_objective, with_loss_options
 

@@ -28,8 +28,9 @@ from mtbench.errors import MtbenchError
 from mtbench.grid import Grid, Trial
 from mtbench.plugins import Plugins
 from mtbench.provenance import Versions, current, other_versions
+from mtbench.report.flat import export_mirror
 from mtbench.signals import interruptible
-from mtbench.storage import Store, export_parquet
+from mtbench.storage import Store
 
 HEARTBEAT_S = 30.0
 STALE_S = 4 * HEARTBEAT_S  # a worker on another machine is dead after four missed heartbeats
@@ -232,7 +233,7 @@ def _run_trials(grid: Grid, store: Store, out: Path, plugins: Plugins, console: 
     finally:
         store.end_run(run_id, status)
         if export:
-            export_parquet(store, Path(out) / "parquet")
+            export_mirror(store, Path(out) / "parquet")
     return summary
 
 

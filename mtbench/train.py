@@ -15,7 +15,7 @@ from mtbench.context import TrialContext
 from mtbench.errors import TrainingError
 from mtbench.measure import aggregated_values, statistics_of
 from mtbench.models import build_model, count_macs, count_parameters, file_sha256, init_heads_at_prior, save_checkpoint
-from mtbench.results import MetricRow, Phase, TrialResult
+from mtbench.records import MetricRow, Phase, TrialResult
 from mtbench.resume import BadState, clear_state, load_state, save_state, set_aside
 from mtbench.snapshots import snapshot_path
 from mtbench.specs import with_loss_options

@@ -24,9 +24,10 @@ from rich.console import Console
 from mtbench.console import say
 from mtbench.grid import Grid
 from mtbench.plugins import Plugins
+from mtbench.report.flat import export_mirror
 from mtbench.runner import RunSummary, WorkerStats, run_grid
 from mtbench.signals import interruptible
-from mtbench.storage import Store, export_parquet
+from mtbench.storage import Store
 from mtbench.threads import ThreadBudget, apply, plan
 
 STOP_GRACE_S = 60.0
@@ -100,12 +101,12 @@ def run_with_helpers(grid: Grid, grid_file: Path, store: Store, out: Path, db: s
         except KeyboardInterrupt:
             stop_workers(helpers)
             if helpers:  # the helpers gave their trials back after this worker wrote the mirror
-                export_parquet(store, mirror)
+                export_mirror(store, mirror)
             raise
         finally:
             stop_workers(helpers)
     if helpers:  # the helpers are done: the mirror and the summary get their trials too
-        export_parquet(store, mirror)
+        export_mirror(store, mirror)
         summary.workers = [WorkerStats.of("worker 1 (this process)", summary),
                            *(helper_stats(out, k) for k in range(1, len(helpers) + 1))]
         summary.add_others([t.id for t in grid.trials], store)

@@ -19,10 +19,10 @@ import pytest
 from helpers import REPO, run_cli
 
 from mtbench.configs import setting_id, setting_part
+from mtbench.records import Phase
 from mtbench.report import paper
 from mtbench.report.frames import load_frames
 from mtbench.report.leaderboard import Filters, _flatten, leaderboard, settings
-from mtbench.results import Phase
 from mtbench.storage import Store
 from mtbench.storage.fixture import ResultsWriter
 

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import create_engine, inspect
 
 from mtbench.errors import MtbenchError
+from mtbench.records import MetricRow, Phase, TrialResult
 from mtbench.report import Filters, leaderboard, load_frames
-from mtbench.results import MetricRow, Phase, TrialResult
 from mtbench.storage import DatabaseMissing, Store, export_parquet
 from mtbench.storage.fixture import ResultsWriter
 from mtbench.storage.opening import sqlite_path

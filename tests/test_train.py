@@ -13,7 +13,7 @@ from helpers import CPU_TINY_DATA, run_cli
 from mtbench.configs import setting_id
 from mtbench.context import TrialContext
 from mtbench.grid import load_grid_text
-from mtbench.results import Phase
+from mtbench.records import Phase
 from mtbench.storage import Store, default_url
 from mtbench.train import run_train
 

@@ -129,7 +129,7 @@ def test_waiting_for_a_model_sleeps_and_counts_as_idle(tmp_path, plugins):
     """An attack whose model another worker is training waits, asleep between polls (no CPU burnt),
     and the wait is counted; once the model is done the attack is handed out."""
     from mtbench.grid import load_grid
-    from mtbench.results import TrialResult
+    from mtbench.records import TrialResult
     from mtbench.runner import RunSummary, claim, schedule
 
     (tmp_path / "grid.toml").write_text(GRID)

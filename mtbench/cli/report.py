@@ -118,8 +118,9 @@ def claims(source: SourceArg = None, out: OutOpt = Path("results"), db: DbOpt = 
 
 
 def export(out: OutOpt = Path("results"), db: DbOpt = None) -> None:
-    """Rewrite the Parquet mirror of the database (``<out>/parquet/*.parquet``)."""
-    from mtbench.storage import export_parquet
+    """Rewrite the Parquet mirror of the database (``<out>/parquet/*.parquet``: its tables and the flat
+    ``results.parquet``)."""
+    from mtbench.report.flat import export_mirror
 
-    for path in export_parquet(store(out, db), out / "parquet"):
+    for path in export_mirror(store(out, db), out / "parquet"):
         say(console, path)

@@ -11,10 +11,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mtbench.configs import TrialKind, parse_config
+from mtbench.records import Phase
 from mtbench.report.frames import Frames
 from mtbench.report.leaderboard import done
 from mtbench.report.render import Section
-from mtbench.results import Phase
 
 
 def advice_sections(frames: Frames, only: list[str] | None = None) -> list[Section]:

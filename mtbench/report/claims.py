@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from mtbench.defaults import PAPER_ADAPTIVE_ATTACK, PAPER_ATTACK, PAPER_ENCODER, PLAIN_OBJECTIVES, WGD_OBJECTIVE
+from mtbench.records import Phase
 from mtbench.report.frames import Frames
 from mtbench.report.leaderboard import (
     MODEL_AXES,
@@ -39,7 +40,6 @@ from mtbench.report.leaderboard import (
     without,
 )
 from mtbench.report.render import Section
-from mtbench.results import Phase
 from mtbench.stats import relative_increase, spearman, two_level_bootstrap
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_ENOUGH = "supported", "contradicted", "inconclusive", "not enough data"

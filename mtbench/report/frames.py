@@ -14,13 +14,15 @@ import pyarrow as pa
 from sqlalchemy import select
 
 from mtbench.errors import MtbenchError
-from mtbench.results import Phase
+from mtbench.records import Phase
 from mtbench.storage.schema import metrics, models, runs, samples
 from mtbench.storage.trial_info import flatten, trial_info_query
 
 METRIC_COLUMNS = ("trial_id", "task", "step", "value")
+ALL_METRICS_COLUMNS = ("trial_id", "task", "metric", "step", "value")
+"""What ``read_metrics(phase, None, ...)`` returns: every metric of a phase, named."""
 SAMPLE_COLUMNS = ("trial_id", "sample", "task", "metric", "clean", "adv")
-MetricReader = Callable[[str, str, Sequence[str] | None], pa.Table]
+MetricReader = Callable[[str, str | None, Sequence[str] | None], pa.Table]
 SampleReader = Callable[[Sequence[str], str], pa.Table]
 
 
@@ -32,7 +34,8 @@ class Frames:
     models: pa.Table
     runs: pa.Table
     read_metrics: MetricReader
-    """``read_metrics(phase, metric, trial_ids or None)`` -> table of trial_id, task, step, value."""
+    """``read_metrics(phase, metric, trial_ids or None)`` -> table of trial_id, task, step, value; with
+    ``metric=None``, every metric of the phase, with a ``metric`` column (``ALL_METRICS_COLUMNS``)."""
     read_samples: SampleReader
     """``read_samples(trial_ids, metric)`` -> per-sample clean and adversarial values of every task."""
 
@@ -67,10 +70,11 @@ def _from_sql(url: str) -> Frames:
     store = Store(url, read_only=True)
     engine = store.engine
 
-    def read_metrics(phase: Phase | str, metric: str, trial_ids: Sequence[str] | None) -> pa.Table:
+    def read_metrics(phase: Phase | str, metric: str | None, trial_ids: Sequence[str] | None) -> pa.Table:
         phase = Phase(phase).value  # a misspelt phase is an error, not an empty table
-        query = select(*(metrics.c[c] for c in METRIC_COLUMNS)).where(metrics.c.phase == phase,
-                                                                        metrics.c.metric == metric)
+        query = select(*(metrics.c[c] for c in _metric_columns(metric))).where(metrics.c.phase == phase)
+        if metric is not None:
+            query = query.where(metrics.c.metric == metric)
         if trial_ids is not None:
             query = query.where(metrics.c.trial_id.in_(list(trial_ids)))
         with store.guard(), engine.connect() as c:
@@ -85,6 +89,10 @@ def _from_sql(url: str) -> Frames:
     with store.guard(), engine.connect() as c:
         return Frames(trials=flatten(_arrow(c, trial_info_query(store.absent))), models=_arrow(c, select(models)),
                       runs=_arrow(c, select(runs)), read_metrics=read_metrics, read_samples=read_samples)
+
+
+def _metric_columns(metric: str | None) -> tuple[str, ...]:
+    return METRIC_COLUMNS if metric is not None else ALL_METRICS_COLUMNS
 
 
 def _arrow(connection, query) -> pa.Table:
@@ -115,13 +123,14 @@ def _from_parquet(folder: Path) -> Frames:
             raise MtbenchError(f"{path}: not a readable Parquet file ({exc}); `mtbench export` rewrites the "
                                "mirror from the database") from None
 
-    def read_metrics(phase: Phase | str, metric: str, trial_ids: Sequence[str] | None) -> pa.Table:
+    def read_metrics(phase: Phase | str, metric: str | None, trial_ids: Sequence[str] | None) -> pa.Table:
         phase = Phase(phase).value
-        filters = [("phase", "=", phase), ("metric", "=", metric)]
+        filters = [("phase", "=", phase)] + ([("metric", "=", metric)] if metric is not None else [])
         if trial_ids is not None:
             filters.append(("trial_id", "in", list(trial_ids)))
-        table = read("metrics", filters, list(METRIC_COLUMNS))
-        return table if table.num_rows else pa.table({c: [] for c in METRIC_COLUMNS})
+        columns = _metric_columns(metric)
+        table = read("metrics", filters, list(columns))
+        return table if table.num_rows else pa.table({c: [] for c in columns})
 
     def read_samples(trial_ids: Sequence[str], metric: str) -> pa.Table:
         table = read("samples", [("trial_id", "in", list(trial_ids)), ("metric", "=", metric)], list(SAMPLE_COLUMNS))

@@ -17,9 +17,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mtbench.configs import PARENT_KEYS, setting_part
+from mtbench.records import Phase
 from mtbench.report.frames import Frames
 from mtbench.report.render import Section
-from mtbench.results import Phase
 
 VULNERABILITY_METRICS = ("rel_vuln_ratio_of_means", "rel_vuln_mean_of_ratios", "delta_loss", "error_adv")
 

@@ -64,7 +64,7 @@ def with_orders(frames: Frames) -> Frames:
                     real[trial.id] = r["id"]
     trials = pa.concat_tables([out, pa.Table.from_pylist(rows, schema=out.schema)])
 
-    def read_metrics(phase: str, metric: str, trial_ids: Sequence[str] | None) -> pa.Table:
+    def read_metrics(phase: str, metric: str | None, trial_ids: Sequence[str] | None) -> pa.Table:
         return _answer(lambda wanted: frames.read_metrics(phase, metric, wanted), trial_ids, real)
 
     def read_samples(trial_ids: Sequence[str], metric: str) -> pa.Table:

@@ -18,6 +18,7 @@ from typing import Any
 
 from mtbench.configs import setting_part
 from mtbench.defaults import PAPER_ADAPTIVE_ATTACK, PAPER_ATTACK, PLAIN_OBJECTIVES, WGD_OBJECTIVE
+from mtbench.records import Phase
 from mtbench.report.frames import Frames
 from mtbench.report.leaderboard import (
     MODEL_AXES,
@@ -37,7 +38,6 @@ from mtbench.report.leaderboard import (
     without,
 )
 from mtbench.report.render import Section
-from mtbench.results import Phase
 
 PAPER_EPS = 8 / 255
 PAPER_PRESETS = {("resnet18", "uniform"): "S1", ("resnet18", "optimal"): "S4"}

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mtbench.errors import MtbenchError
+from mtbench.records import Phase
 from mtbench.report.frames import Frames
 from mtbench.report.leaderboard import (
     MODEL_AXES,
@@ -31,7 +32,6 @@ from mtbench.report.leaderboard import (
     settings,
     without,
 )
-from mtbench.results import Phase
 from mtbench.storage.files import write_files
 
 MAX_FIGURES_PER_KIND = 12

@@ -18,10 +18,10 @@ from typing import Any
 
 from mtbench.configs import setting_part
 from mtbench.defaults import SUMMED_OBJECTIVES
+from mtbench.records import Phase
 from mtbench.report.frames import Frames
 from mtbench.report.leaderboard import Filters, done, fraction, metric_values, model_info
 from mtbench.report.render import Section
-from mtbench.results import Phase
 
 DUAL = {"linf": "grad_l1", "l2": "grad_l2"}
 SUM_DUAL = {"linf": "sum_grad_l1", "l2": "sum_grad_l2"}

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from mtbench.configs import PARENT_KEYS, TrialConfig, parse_config, setting_id
 from mtbench.errors import MtbenchError
 from mtbench.provenance import Versions, dumps, loads
-from mtbench.results import TrialResult, TrialStatus
+from mtbench.records import TrialResult, TrialStatus
 from mtbench.storage.migrate import setting_ids
 from mtbench.storage.opening import DatabaseMissing, database_error, display_name, integrity_problems, open_engine
 from mtbench.storage.schema import metadata, metrics, models, runs, samples, trials

@@ -13,7 +13,7 @@ from sqlalchemy import insert
 
 from mtbench.configs import AnalysisConfig, AttackConfig, DataConfig, TrainConfig, TrialConfig, setting_id
 from mtbench.defaults import DEFAULT_OBJECTIVE, PAPER_ATTACK, PAPER_ENCODER
-from mtbench.results import MetricRow, Phase, SampleRow, TrialStatus
+from mtbench.records import MetricRow, Phase, SampleRow, TrialStatus
 from mtbench.storage.db import Store
 from mtbench.storage.schema import metrics, models, samples, trials
 

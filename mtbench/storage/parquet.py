@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -15,13 +16,17 @@ from mtbench.storage.schema import READERS_MAY_LACK, metadata
 TABLES = ("runs", "trials", "models", "metrics", "samples")
 
 
-def export_parquet(store, folder: Path) -> list[Path]:
-    """Write ``<folder>/<table>.parquet`` for every table; returns the files written.
+def export_parquet(store, folder: Path, derived: Mapping[str, Callable[[], pa.Table]] | None = None) -> list[Path]:
+    """Write ``<folder>/<table>.parquet`` for every table, and for every table ``derived`` makes
+    (name -> a function of nothing: the flat results table, built by the report layer, which
+    storage does not import); returns the files written.
 
     All tables are written before any replaces its old file, so a full disk leaves the old mirror
     whole rather than half old, half new."""
     folder = Path(folder)
-    writers = {folder / f"{name}.parquet": partial(pq.write_table, _arrow_table(store, name)) for name in TABLES}
+    tables = {name: _arrow_table(store, name) for name in TABLES}
+    tables.update({name: make() for name, make in (derived or {}).items()})
+    writers = {folder / f"{name}.parquet": partial(pq.write_table, table) for name, table in tables.items()}
     write_files(writers, "the Parquet mirror")
     return list(writers)
 

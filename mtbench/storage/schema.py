@@ -1,7 +1,7 @@
 """The tables. Metrics are long form: one row per (trial, split, phase, task, metric, step).
 
-``phase`` says what a metric row measures: one of :class:`mtbench.results.Phase`, whose members
-document each; ``trials.status`` is one of :class:`mtbench.results.TrialStatus`; ``trials.config``
+``phase`` says what a metric row measures: one of :class:`mtbench.records.Phase`, whose members
+document each; ``trials.status`` is one of :class:`mtbench.records.TrialStatus`; ``trials.config``
 is a typed configuration's ``record()`` (:mod:`mtbench.configs`).
 
 ``mtbench_meta`` holds the schema version, so that an mtbench too old for a database refuses it

@@ -52,7 +52,7 @@ def _config_fields() -> dict[str, tuple[str, pa.DataType]]:
 
 CONFIG_FIELDS = _config_fields()
 """Report column -> (JSON key in the trial config, Arrow type), derived from ``mtbench.configs``."""
-STATUS_COLUMNS = ("id", "kind", "status", "suspect", "run_id", "duration_s")
+STATUS_COLUMNS = ("id", "kind", "status", "suspect", "run_id", "duration_s", "finished_at")
 VERSIONS = "versions"
 """The versions a trial was made with (JSON, ``mtbench.provenance``); NULL where unknown."""
 SETTING_ID = "setting_id"
