@@ -115,7 +115,7 @@ class TrainConfig(Config):
     encoder: str
     tasks: tuple[str, ...]
     codes: tuple[str, ...]
-    weighting: str = Field(description="uniform, sum, optimal, main-aux or explicit")
+    weighting: str = Field(description="uniform, sum, optimal, main-aux or explicit; external for [[model]]")
     weights: dict[str, float]
     epochs: int
     batch_size: int
@@ -138,6 +138,12 @@ class TrainConfig(Config):
         (), "other orders of the same tasks this model stands for (task names, main task first): where the "
             "weights do not depend on which task is the main one, sd and ds are one model, trained once and "
             "ranked under each main task (``train.ordered_pairs``)")
+    factory: str = added("", "a model trained elsewhere ([[model]]): the package.module:function that builds it; "
+                             "mtbench measures it and trains nothing (epochs 0)")
+    weights_sha256: str = added("", "[[model]]: the SHA-256 of the weights file loaded into it (other weights "
+                                    "are another model)")
+    weights_path: str = execution("", "[[model]]: where its weights file is (absolute); the file is the model, "
+                                      "by its SHA-256, wherever it lies")
     seed: int = seed("training seed: weight init and data order")
     data: DataConfig
     amp: bool = False
@@ -155,7 +161,14 @@ class TrainConfig(Config):
         return self.model_copy(update={"tasks": tuple(tasks), "codes": tuple(code[t] for t in tasks),
                                        "also_ranked_as": ()})
 
+    @property
+    def external(self) -> bool:
+        """A model trained elsewhere ([[model]]): built by its factory, measured, never trained."""
+        return bool(self.factory)
+
     def label(self) -> str:
+        if self.external:
+            return f"measure {self.encoder} [{'+'.join(self.codes)}] from {self.factory}"
         code = dict(zip(self.tasks, self.codes))
         also = "".join(f", also [{'+'.join(code[t] for t in order)}]" for order in self.also_ranked_as)
         return f"train {self.encoder} [{'+'.join(self.codes)}] {self.weighting}{also}"

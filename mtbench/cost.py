@@ -100,6 +100,8 @@ def _batches(samples: int, batch: int) -> int:
 def trial_work(config: Any, models: Mapping[str, TrainConfig]) -> Work | None:
     """One trial's work (None for trials without training or attack steps: the advisor's); ``models``:
     the grid's training trials by id, for the model an attack runs on."""
+    if isinstance(config, TrainConfig) and config.external:
+        return None  # a [[model]] is measured, not trained: its test pass is left out like every other
     if isinstance(config, TrainConfig):
         data = config.data
         return Work("train", config.encoder, data.image_size, epochs=config.epochs,
@@ -115,7 +117,7 @@ def trial_work(config: Any, models: Mapping[str, TrainConfig]) -> Work | None:
         return Work(str(config.kind), model.encoder if model else "?", data.image_size,
                     attack_steps=per_batch * _batches(data.test_samples, config.batch_size),
                     sample_passes=per_batch * data.test_samples, exact=data.dataset == DEFAULT_DATASET,
-                    probe=_probe("attack", model, config.batch_size) if model else None)
+                    probe=_probe("attack", model, config.batch_size) if model and not model.external else None)
     return None
 
 

@@ -312,6 +312,12 @@ def _check_names(path: Path, raw: dict, plugins: Plugins) -> list[tuple[str, str
             problems.append((where(key), "a task appears twice"))
         elif None not in names and models.setdefault(tuple(names), i) != i:
             problems.append((where(key), f"the same task set as train.task_sets[{models[tuple(names)]}]"))
+    models_raw = raw.get("model")
+    for i, m in enumerate(models_raw if isinstance(models_raw, list) else []):
+        tasks = m.get("tasks") if isinstance(m, dict) else None
+        for item in ([tasks] if isinstance(tasks, str) and tasks in plugins.tasks else
+                     list(tasks) if isinstance(tasks, (str, list)) else []):
+            all_tasks.update(filter(None, [resolve_task(item, f"model[{i}].tasks")]))
     for i, w in enumerate(train.get("weighting") or []):
         if isinstance(w, dict):
             for name in w:
@@ -441,13 +447,17 @@ def _expand(g: GridModel, plugins: Plugins, path: Path = Path("grid")) -> tuple[
     made = [0] * len(g.attack)
     data = DataConfig(**g.data.model_dump(), seed=g.run.seed, revision=_data_revision(g, plugins))
     configs = _train_configs(g, data, plugins)
-    models = _unique([Trial(c) for c in (configs if g.train.ordered_pairs else merge_orders(configs))])
+    externals, external_problems = _external_configs(g, data, plugins, path)
+    problems += external_problems
+    models = _unique([Trial(c) for c in (configs if g.train.ordered_pairs else merge_orders(configs)) + externals])
     trials: list[Trial] = list(models)
     for model in models:
         for i, a in enumerate(g.attack):
             configs, refused = _attack_configs(a, model, g, plugins)
             problems += [(f"{path.name}: attack[{i}].objective", msg) for msg in refused]
             for config in configs:
+                if a.source is not None and model.config.external:
+                    continue  # transfer sources are models of [train]; a [[model]] is attacked directly
                 if a.source is not None:
                     try:
                         source = source_model(a.source, model, models, g, plugins)
@@ -518,6 +528,42 @@ def _train_configs(g: GridModel, data: DataConfig, plugins: Plugins) -> list[Tra
     return configs
 
 
+def _external_configs(g: GridModel, data: DataConfig, plugins: Plugins,
+                      path: Path) -> tuple[list[TrainConfig], list[tuple[str, str]]]:
+    """A measuring trial per ``[[model]]``, and what is wrong with each: its factory must build a
+    module here, its weights (relative to the grid file) load into it, and its outputs on one batch
+    have each task's shape. Nothing is trained: ``epochs`` is 0 and the weighting ``external``."""
+    from mtbench.models import ExternalModelError, build_external, check_outputs, file_sha256
+
+    configs, problems = [], []
+    encoders = set(plugins.encoders.names())
+    for i, m in enumerate(g.model):
+        where = f"{path.name}: model[{i}]"
+        if m.name in encoders:
+            problems.append((f"{where}.name", f"{m.name!r} is an encoder plugin's name; name the model otherwise"))
+        if m.name in [other.name for other in g.model[:i]]:
+            problems.append((f"{where}.name", f"{m.name!r} names another [[model]] too"))
+        tasks = task_set_names(m.tasks, plugins)
+        weights = (path.parent / m.weights).resolve() if m.weights else None
+        if weights is not None and not weights.is_file():
+            problems.append((f"{where}.weights", f"{weights}: no such file (a path relative to the grid file)"))
+            continue
+        try:
+            model = build_external(m.factory, tasks, weights)
+        except ExternalModelError as exc:
+            problems.append((f"{where}.{exc.key}", str(exc)))
+            continue
+        channels = {t: plugins.tasks.get(t).channels for t in tasks}
+        problems += [(f"{where}.factory", f"{m.factory}: {p}") for p in check_outputs(model, channels,
+                                                                                     g.data.image_size)]
+        configs.append(TrainConfig(
+            encoder=m.name, tasks=tasks, codes=[plugins.tasks.get(t).code for t in tasks], weighting="external",
+            weights={t: 1.0 / len(tasks) for t in tasks}, epochs=0, batch_size=g.train.batch_size, lr=0.0,
+            optimizer="none", lr_milestones=(), seed=g.run.seed, data=data, factory=m.factory,
+            weights_sha256=file_sha256(weights) if weights else "", weights_path=str(weights or "")))
+    return configs, problems
+
+
 def _attack_configs(a: AttackSection, model: Trial, g: GridModel,
                     plugins: Plugins) -> tuple[list[AttackConfig], list[str]]:
     """The attack trials of one ``[[attack]]`` on one model (before a transfer source is chosen), and
@@ -533,8 +579,9 @@ def _attack_configs(a: AttackSection, model: Trial, g: GridModel,
         if refused:
             refusals.append(refused)
             continue
+        epochs = [None] if model.config.external else a.epochs or [None]  # a [[model]] keeps no snapshots
         for eps, steps, epoch in itertools.product(a.eps, a.steps if isinstance(a.steps, list) else [a.steps],
-                                                   a.epochs or [None]):
+                                                   epochs):
             out.append(AttackConfig(
                 model=model.id, attack=a.name, norm=spec.norm, eps=eps, steps=steps,
                 step_size=a.step_size if a.step_size is not None else eps / 4, random_start=a.random_start,

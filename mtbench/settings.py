@@ -11,7 +11,7 @@ import re
 from fractions import Fraction
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from mtbench.defaults import DEFAULT_DATASET, DEFAULT_OBJECTIVE, PAPER_ATTACK
 
@@ -242,10 +242,39 @@ class ExecutorSection(Section):
                                           description="at most this many jobs of the array at once")
 
 
+FACTORY = r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*"
+"""``package.module:callable``, as entry points name objects."""
+
+
+class ModelSection(Section):
+    """A model trained elsewhere (``[[model]]``), attacked, analysed and reported like trained ones: an
+    importable function of no arguments returns an ``nn.Module`` that takes images in [0, 1] and returns
+    ``{task name: the task head's output}``, each output (batch, task channels, height, width)."""
+
+    name: Label = Field(description="what reports call the model (its encoder column), e.g. \"my-mtl\"")
+    factory: Annotated[str, Field(max_length=400), _pattern(FACTORY, "an importable callable, "
+                                                              "package.module:function")] = Field(
+        description="package.module:function, importable in every worker (an installed package, or a folder on "
+                    "PYTHONPATH; Slurm jobs inherit the submitting shell's)")
+    tasks: str | list[str] = Field(description="the tasks of its outputs, codes (\"sd\") or names; the first is "
+                                               "the main task")
+    weights: PathText | None = Field(None, description="a safetensors file loaded into the module (strict), "
+                                                       "relative to the grid file; default: the factory's weights")
+
+
 class GridModel(Section):
     run: RunSection = RunSection()
     data: DataSection = DataSection()
-    train: TrainSection
+    train: TrainSection = Field(default_factory=lambda: TrainSection.model_construct(encoders=[], task_sets=[]),
+                                description="the models mtbench trains (optional with [[model]])")
+    model: list[ModelSection] = Field(default_factory=list, max_length=MAX_LIST,
+                                      description="models trained elsewhere, attacked like trained ones")
     attack: list[AttackSection] = Field(default_factory=list, max_length=MAX_LIST)
     analysis: list[AnalysisSection] = Field(default_factory=list, max_length=MAX_LIST)
     executor: ExecutorSection = ExecutorSection()
+
+    @model_validator(mode="after")
+    def _has_models(self) -> GridModel:
+        if "train" not in self.model_fields_set and not self.model:
+            raise ValueError("a grid needs [train] (models to train) or [[model]] (models trained elsewhere)")
+        return self

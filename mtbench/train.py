@@ -14,7 +14,15 @@ from mtbench.configs import TrainConfig
 from mtbench.context import TrialContext
 from mtbench.errors import TrainingError
 from mtbench.measure import aggregated_values, statistics_of
-from mtbench.models import build_model, count_macs, count_parameters, file_sha256, init_heads_at_prior, save_checkpoint
+from mtbench.models import (
+    build_external,
+    build_model,
+    count_macs,
+    count_parameters,
+    file_sha256,
+    init_heads_at_prior,
+    save_checkpoint,
+)
 from mtbench.records import MetricRow, Phase, TrialResult
 from mtbench.resume import BadState, clear_state, load_state, save_state, set_aside
 from mtbench.snapshots import snapshot_path
@@ -111,6 +119,42 @@ def run_train(config: TrainConfig, trial_id: str, ctx: TrialContext) -> TrialRes
     val_loader = DataLoader(val_set, batch_size=config.batch_size, pin_memory=pin)
     test_loader = DataLoader(test_set, batch_size=config.batch_size, pin_memory=pin)
 
+    if config.external:  # a [[model]]: measured as it comes, nothing trained
+        model, rows, snapshots = _external(config, device), [], {}
+    else:
+        model, rows, snapshots = _fit(config, trial_id, ctx, tasks, train_set, train_loader, val_loader, val_split)
+    valid: dict[str, int] = {}
+    for t, values in evaluate_clean(model, test_loader, tasks, device, valid).items():
+        values.setdefault("error", values[tasks[t].error_metric])  # the paper's clean error, by one name
+        rows += [MetricRow(Phase.CLEAN, t, metric, v, config.epochs) for metric, v in values.items()]
+
+    constants = fit_constants(train_loader, tasks)
+    for t, values in evaluate_constants(constants, test_loader, tasks).items():
+        values.setdefault("error", values[tasks[t].error_metric])
+        rows += [MetricRow(Phase.BASELINE, t, metric, v, config.epochs) for metric, v in values.items()]
+
+    model = model.to(memory_format=torch.contiguous_format).eval()
+    path = ctx.checkpoints / f"{trial_id}.safetensors"
+    sha = save_checkpoint(model, path, {"encoder": config.encoder, "tasks": list(config.tasks), "trial": trial_id,
+                                        "snapshots": {str(e): snapshots[e] for e in sorted(snapshots)},
+                                        **_sidecar_facts(config, device)})
+    model_row = {
+        "encoder": config.encoder, "tasks": ",".join(config.tasks), "weighting": config.weighting,
+        "epochs": config.epochs, "checkpoint": _relative(path, ctx.out), "sha256": sha,
+        "parameters": count_parameters(model), "macs": count_macs(model, data.image_size),
+        "image_size": data.image_size,
+    }
+    clear_state(ctx.checkpoints, trial_id)
+    # a task without one valid test pixel has no clean error (it would read 0): the trial is suspect
+    checks = {"valid_test_pixels": valid, "every_task_has_valid_pixels": all(valid.get(t, 0) > 0 for t in tasks)}
+    return TrialResult(metrics=rows, model=model_row, checks=checks, suspect=not checks["every_task_has_valid_pixels"])
+
+
+def _fit(config: TrainConfig, trial_id: str, ctx: TrialContext, tasks, train_set, train_loader, val_loader,
+         val_split: str) -> tuple[torch.nn.Module, list[MetricRow], dict[int, str]]:
+    """Train the model (resuming after a kill): the model, its per-epoch rows, its snapshots' SHA-256s."""
+    device = ctx.device
+    gen = train_loader.generator
     model = build_model(config.encoder, list(config.tasks), ctx.plugins)
     if config.head_init == "prior":  # read in order, not from train_loader: its shuffle must not move
         init_heads_at_prior(model, fit_priors(DataLoader(train_set, batch_size=config.batch_size), tasks))
@@ -159,31 +203,19 @@ def run_train(config: TrainConfig, trial_id: str, ctx: TrialContext) -> TrialRes
         if epoch < config.epochs:
             save_state(ctx.checkpoints, trial_id, epoch, model, opt, sched, gen, [r.record() for r in rows])
         advance(1)
-    valid: dict[str, int] = {}
-    for t, values in evaluate_clean(model, test_loader, tasks, device, valid).items():
-        values.setdefault("error", values[tasks[t].error_metric])  # the paper's clean error, by one name
-        rows += [MetricRow(Phase.CLEAN, t, metric, v, config.epochs) for metric, v in values.items()]
+    return model, rows, snapshots
 
-    constants = fit_constants(train_loader, tasks)
-    for t, values in evaluate_constants(constants, test_loader, tasks).items():
-        values.setdefault("error", values[tasks[t].error_metric])
-        rows += [MetricRow(Phase.BASELINE, t, metric, v, config.epochs) for metric, v in values.items()]
 
-    model = model.to(memory_format=torch.contiguous_format).eval()
-    path = ctx.checkpoints / f"{trial_id}.safetensors"
-    sha = save_checkpoint(model, path, {"encoder": config.encoder, "tasks": list(config.tasks), "trial": trial_id,
-                                        "snapshots": {str(e): snapshots[e] for e in sorted(snapshots)},
-                                        **_sidecar_facts(config, device)})
-    model_row = {
-        "encoder": config.encoder, "tasks": ",".join(config.tasks), "weighting": config.weighting,
-        "epochs": config.epochs, "checkpoint": _relative(path, ctx.out), "sha256": sha,
-        "parameters": count_parameters(model), "macs": count_macs(model, data.image_size),
-        "image_size": data.image_size,
-    }
-    clear_state(ctx.checkpoints, trial_id)
-    # a task without one valid test pixel has no clean error (it would read 0): the trial is suspect
-    checks = {"valid_test_pixels": valid, "every_task_has_valid_pixels": all(valid.get(t, 0) > 0 for t in tasks)}
-    return TrialResult(metrics=rows, model=model_row, checks=checks, suspect=not checks["every_task_has_valid_pixels"])
+def _external(config: TrainConfig, device: torch.device) -> torch.nn.Module:
+    """A [[model]] as its factory builds it, with its weights, refused if they changed since the grid
+    was read (its id holds their SHA-256)."""
+    from mtbench.errors import CheckpointError
+
+    weights = Path(config.weights_path) if config.weights_path else None
+    if weights is not None and file_sha256(weights) != config.weights_sha256:
+        raise CheckpointError(f"{weights}: changed since the grid was read (its SHA-256 differs); run the grid "
+                              "again to measure the new weights as another model")
+    return build_external(config.factory, config.tasks, weights).to(device)
 
 
 def _sidecar_facts(config: TrainConfig, device: torch.device) -> dict:
@@ -193,7 +225,8 @@ def _sidecar_facts(config: TrainConfig, device: torch.device) -> dict:
 
     return {"image_size": config.data.image_size, "weighting": config.weighting, "weights": dict(config.weights),
             "epochs": config.epochs, "seed": config.seed, "head_init": config.head_init,
-            "versions": current(device)}
+            "versions": current(device),
+            **({"factory": config.factory, "weights_sha256": config.weights_sha256} if config.external else {})}
 
 
 def _tally(pending: list, sums: dict[str, float], epoch: int, lr: float) -> int:

@@ -313,9 +313,14 @@ def model_rows(frames: Frames, f: Filters) -> Section:
             row[f"err_{code}"] = clean.get((tid, name))
             row[f"const_{code}"] = const.get((tid, name))
         row["suspect"] = bool(m.get("suspect"))  # e.g. a task without valid test pixels: its error means nothing
+        if m.get("factory"):  # a [[model]]: where it comes from, and which weights
+            row.update(factory=m["factory"], weights_sha256=m.get("weights_sha256") or "(the factory's own)")
         rows.append(row)
+    external = any("factory" in r for r in rows)
     return Section("Models: clean error per task (err_<code>) beside the best constant predictor's (const_<code>)",
-                   rows, note="1-mIoU for s, MSE otherwise; lower is better")
+                   rows, note="1-mIoU for s, MSE otherwise; lower is better"
+                   + ("; weighting 'external': a [[model]] trained elsewhere (epochs 0: mtbench trained nothing), "
+                      "built by its factory with the weights whose SHA-256 is shown" if external else ""))
 
 
 def attack_rows(frames: Frames, f: Filters) -> Section:
