@@ -1,12 +1,13 @@
-"""One self-contained HTML file: every table, the plots embedded as data URIs, and the grids and
+"""One self-contained HTML file: every table, the plots embedded as inline SVG, and the grids and
 mtbench version that produced the results."""
 
 from __future__ import annotations
 
-import base64
 import html
+import re
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from mtbench.report.frames import Frames
 from mtbench.report.plots import Figure
@@ -19,7 +20,8 @@ th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
 th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
 .note { color: #666; font-size: 12px; margin-top: -1em; }
 figure { margin: 1em 0 2em; } figcaption { color: #555; font-size: 13px; }
-img { max-width: 100%; } pre { background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 12px; }
+figure svg { max-width: 100%; height: auto; }
+pre { background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 12px; }
 """
 
 
@@ -30,9 +32,8 @@ def html_report(sections: Sequence[Section], figures: Sequence[Figure], frames: 
     body += _made_with(made_with)
     body += [html_table(s) for s in sections if s.rows]
     body += [f"<h2>{html.escape(s.title)}</h2><p class=\"note\">nothing yet</p>" for s in sections if not s.rows]
-    for fig in figures:
-        data = base64.b64encode(fig.png.read_bytes()).decode()
-        body.append(f"<figure><img alt=\"{html.escape(fig.title)}\" src=\"data:image/png;base64,{data}\">"
+    for n, fig in enumerate(figures):
+        body.append(f"<figure>{inline_svg(fig.svg, fig.title, f'fig{n}-')}"
                     f"<figcaption><b>{html.escape(fig.title)}.</b> {html.escape(fig.caption)}</figcaption></figure>")
     runs = frames.runs.to_pylist() if frames.runs.num_rows else []
     for run in runs[-5:]:
@@ -53,3 +54,14 @@ def _made_with(section: Section | None) -> list[str]:
         return [f"<p class=\"made-with\"><b>Made with</b> {html.escape(str(row['versions']))} "
                 f"({row['trials']} done trials).</p>"]
     return [html_table(section)]
+
+
+def inline_svg(path: Path, title: str, prefix: str) -> str:
+    """The SVG file matplotlib wrote, as an element of the page: without its XML prolog and DOCTYPE,
+    labelled with the (escaped) title for screen readers, and every id and reference to one prefixed
+    so that figures on one page never share an id. Text inside was escaped by matplotlib."""
+    text = path.read_text(encoding="utf-8")
+    text = text[text.index("<svg"):]
+    text = re.sub(r'\bid="([^"]+)"', lambda m: f'id="{prefix}{m[1]}"', text)
+    text = re.sub(r'(href="#|url\(#)', lambda m: m[1] + prefix, text)
+    return text.replace("<svg", f"<svg role=\"img\" aria-label=\"{html.escape(title)}\"", 1)
