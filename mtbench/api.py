@@ -91,18 +91,19 @@ def attack(model: nn.Module, images: torch.Tensor, targets: Mapping[str, torch.T
     from mtbench.specs import AttackRequest, start_objective
 
     plugins = get_plugins()
-    tasks = list(tasks or targets)
-    missing = [t for t in tasks if t not in targets]
+    resolve = plugins.tasks.resolve  # codes or names, in every argument
+    given = {resolve(t): y for t, y in targets.items()}
+    names = [resolve(t) for t in (tasks or targets)]
+    missing = [t for t in names if t not in given]
     if missing:
-        raise MtbenchError(f"attack: no targets for task(s) {missing}; targets has {sorted(targets)}")
-    specs = {plugins.tasks.resolve(t): plugins.tasks.get(plugins.tasks.resolve(t)) for t in tasks}
-    names = dict(zip(tasks, specs))  # as given -> full task names
-    targets = {names[t]: targets[t] for t in tasks}
-    masks = {names[t]: masks[t] for t in tasks} if masks is not None else \
+        raise MtbenchError(f"attack: no targets for task(s) {missing}; targets has {sorted(given)}")
+    specs = {t: plugins.tasks.get(t) for t in names}
+    targets = {t: given[t] for t in names}
+    masks = {resolve(t): m for t, m in masks.items()} if masks is not None else \
         {t: torch.ones(y.shape[0], 1, *images.shape[-2:], dtype=torch.bool, device=images.device)
          for t, y in targets.items()}
-    attacked_names = tuple(names.get(t) or plugins.tasks.resolve(t) for t in (attacked or tasks[:1]))
-    resolved_weights = {plugins.tasks.resolve(k): v for k, v in weights.items()} if weights else None
+    attacked_names = tuple(resolve(t) for t in (attacked or names[:1]))
+    resolved_weights = {resolve(k): v for k, v in weights.items()} if weights else None
     made = plugins.objectives.get(objective).make(attacked_names, resolved_weights)
     was_training = model.training
     model.eval()

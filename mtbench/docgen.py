@@ -1,6 +1,6 @@
 """Generate the reference pages of ``docs/`` from the code, so they cannot drift from it.
 
-    python -m mtbench.docgen          # rewrite docs/hooks.md and docs/grid.md
+    python -m mtbench.docgen          # rewrite docs/hooks.md, docs/grid.md and docs/results-schema.md
     python -m mtbench.docgen --check  # exit 1 if either is out of date (the tests do this too)
 """
 
@@ -114,7 +114,29 @@ def hook_reference() -> str:
     return "\n".join(lines)
 
 
-PAGES = {"hooks.md": hook_reference, "grid.md": grid_reference}
+def results_schema() -> str:
+    """The flat results table's columns and the database's tables, as the code declares them."""
+    from mtbench.report.flat import RESULTS_SCHEMA
+    from mtbench.storage.schema import RESULT_TABLES, metadata
+
+    lines = [GENERATED.format(source="mtbench/report/flat.py and mtbench/storage/schema.py"),
+             "# Results schema", "", "## results.parquet: the flat results table", "",
+             inspect.getdoc(sys.modules["mtbench.report.flat"]) or "", "", "| column | type | what it holds |",
+             "|---|---|---|"]
+    for f in RESULTS_SCHEMA:
+        doc = (f.metadata or {}).get(b"doc", b"").decode().replace("|", "\\|")  # a bare | would split a cell
+        lines.append(f"| `{f.name}` | `{f.type}` | {doc} |")
+    lines += ["", "## The database's tables (and their Parquet mirrors)", "",
+              inspect.getdoc(sys.modules["mtbench.storage.schema"]) or "", ""]
+    for name in RESULT_TABLES:
+        table = metadata.tables[name]
+        lines += [f"### {name}", "", "| column | SQL type |", "|---|---|"]
+        lines += [f"| `{c.name}` | `{c.type}` |" for c in table.columns]
+        lines.append("")
+    return "\n".join(lines)
+
+
+PAGES = {"hooks.md": hook_reference, "grid.md": grid_reference, "results-schema.md": results_schema}
 
 
 def main(argv: list[str]) -> int:

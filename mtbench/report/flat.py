@@ -4,7 +4,7 @@ The store keeps results in long form across three tables (trials with a JSON con
 metrics); answering "v of task s under pgd-linf 8/255" there takes a join and JSON extraction. This
 table is that join, done once, with a fixed schema (:data:`RESULTS_SCHEMA`): the same columns and
 types whatever the data, so that code reading one export reads the next. It is written to the
-Parquet mirror as ``results.parquet`` and returned by ``mtbench.records(source)`` as a DataFrame.
+Parquet mirror as ``results.parquet`` and returned by ``mtbench.results(source)`` as a DataFrame.
 
 Rows, by trial kind (finished trials only):
 
@@ -38,7 +38,7 @@ KINDS = ("train", "attack", "analysis")
 """Trial kinds with per-task results (an advice trial ranks tasks; it has none)."""
 
 RESULTS_SCHEMA = pa.schema([
-    pa.field("trial_id", pa.string(), nullable=False),
+    pa.field("trial_id", pa.string(), nullable=False, metadata={"doc": "the trial (trials.id)"}),
     pa.field("setting_id", pa.string(), metadata={"doc": "trials of one setting differ only in their seeds"}),
     pa.field("kind", pa.string(), nullable=False, metadata={"doc": "train, attack or analysis"}),
     pa.field("model_id", pa.string(), metadata={"doc": "the model's training trial (a train row: itself)"}),
@@ -48,37 +48,40 @@ RESULTS_SCHEMA = pa.schema([
     pa.field("data_source", pa.string(), metadata={"doc": "the dataset plugin (synthetic, taskonomy)"}),
     pa.field("data_root", pa.string(), metadata={"doc": "the data folder given in the grid (null: default)"}),
     pa.field("data_revision", pa.string(), metadata={"doc": "the dataset plugin's revision (synthetic: v4)"}),
-    pa.field("image_size", pa.int64()),
-    pa.field("encoder", pa.string()),
+    pa.field("image_size", pa.int64(), metadata={"doc": "square images and labels, pixels"}),
+    pa.field("encoder", pa.string(), metadata={"doc": "the encoder plugin (a [[model]]: its name)"}),
     pa.field("tasks", pa.list_(pa.string()), metadata={"doc": "the model's tasks, main task first"}),
     pa.field("codes", pa.string(), metadata={"doc": "the model's task codes, main task first (\"sd\")"}),
     pa.field("weighting", pa.string(), metadata={"doc": "uniform, sum, optimal, main-aux, explicit; external: "
                                                          "a [[model]] trained elsewhere"}),
     pa.field("factory", pa.string(), metadata={"doc": "a [[model]]'s package.module:function"}),
     pa.field("weights_sha256", pa.string(), metadata={"doc": "the SHA-256 of a [[model]]'s weights file"}),
-    pa.field("lr", pa.float64()),
-    pa.field("epochs", pa.int64()),
-    pa.field("attack", pa.string()),
-    pa.field("norm", pa.string()),
+    pa.field("lr", pa.float64(), metadata={"doc": "the model's initial learning rate"}),
+    pa.field("epochs", pa.int64(), metadata={"doc": "the model's training epochs (a [[model]]: 0)"}),
+    pa.field("attack", pa.string(), metadata={"doc": "the attack plugin (analysis: the one that makes its "
+                                                      "adversarial points)"}),
+    pa.field("norm", pa.string(), metadata={"doc": "linf or l2"}),
     pa.field("eps", pa.float64(), metadata={"doc": "in pixel units of [0, 1] images (8/255 = 0.0314)"}),
-    pa.field("steps", pa.int64()),
-    pa.field("step_size", pa.float64()),
-    pa.field("random_start", pa.bool_()),
-    pa.field("objective", pa.string()),
-    pa.field("attacked_tasks", pa.list_(pa.string())),
+    pa.field("steps", pa.int64(), metadata={"doc": "attack steps"}),
+    pa.field("step_size", pa.float64(), metadata={"doc": "attack step size, pixel units"}),
+    pa.field("random_start", pa.bool_(), metadata={"doc": "whether the attack starts inside the ball"}),
+    pa.field("objective", pa.string(), metadata={"doc": "how the attacked tasks' losses combine"}),
+    pa.field("attacked_tasks", pa.list_(pa.string()), metadata={"doc": "the tasks whose losses the attack "
+                                                                       "ascends"}),
     pa.field("source_model", pa.string(), metadata={"doc": "transfer: the model that crafted the examples"}),
-    pa.field("task", pa.string(), nullable=False),
+    pa.field("task", pa.string(), nullable=False, metadata={"doc": "the task this row measures"}),
     pa.field("attacked", pa.bool_(), metadata={"doc": "whether this task was among the attacked ones"}),
-    pa.field("metric", pa.string(), nullable=False),
-    pa.field("clean", pa.float64()),
-    pa.field("adv", pa.float64()),
+    pa.field("metric", pa.string(), nullable=False, metadata={"doc": "error (each task's error metric), loss, "
+                                                                     "or one of the task's metrics"}),
+    pa.field("clean", pa.float64(), metadata={"doc": "on the clean test images"}),
+    pa.field("adv", pa.float64(), metadata={"doc": "on the adversarial test images (train: null)"}),
     pa.field("constant", pa.float64(), metadata={"doc": "the task's constant predictor (fitted on the "
                                                         "training split) on the test split"}),
     pa.field("rel_vuln", pa.float64(), metadata={"doc": "relative vulnerability of the task's error, "
                                                         "(err_adv - err_clean) / err_clean"}),
     pa.field("delta_loss", pa.float64(), metadata={"doc": "E[dL]: mean over samples of |loss_adv - loss_clean|"}),
     pa.field("suspect", pa.bool_(), metadata={"doc": "a check of the trial failed (see mtbench report)"}),
-    pa.field("finished_at", pa.timestamp("us", tz="UTC")),
+    pa.field("finished_at", pa.timestamp("us", tz="UTC"), metadata={"doc": "when the trial finished"}),
 ])
 """The columns of the flat table, in order; ``metadata["doc"]`` says what a column holds."""
 
