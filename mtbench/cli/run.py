@@ -192,13 +192,13 @@ def worker(grid: Annotated[Optional[Path], typer.Argument(
     from mtbench.runner import run_grid
     from mtbench.threads import apply, inherited, plan
 
+    if overrides and grid is None:
+        raise MtbenchError("--set: give the grid file too (the latest run's grid already holds its changes)")
     say(err_console, apply(inherited() or plan(1)).describe())  # helpers of `run --workers`: the share it chose
     plugins = get_plugins()
     results = writable_store(out, db)
     if grid is not None:
         g = load_grid(grid, plugins, overrides or ())
-    elif overrides:
-        raise MtbenchError("--set: give the grid file too (the latest run's grid already holds its changes)")
     else:
         latest = results.latest_run()
         if latest is None:
