@@ -141,7 +141,7 @@ def override_text(text: str, specs: Sequence[str], path: Path) -> str:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([(str(path), f"not valid TOML: {exc}")]) from None
-    head = [f"# {path.name} with {len(specs)} override(s) from the command line (mtbench run --set):",
+    head = [f"# {path.name} with {len(specs)} override(s) from the command line (--set):",
             *(f"#   --set {CONTROL.sub(_escaped_char, s)}" for s in specs)]
     return "\n".join(head) + "\n\n" + render_toml(apply_overrides(raw, specs))
 
