@@ -7,6 +7,7 @@ command does, with the same validation and the same stores; see ``docs/api.md``.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,17 +39,21 @@ def run(grid: str | Path | Mapping[str, Any], out: str | Path = "results", *, db
     from mtbench.workers import run_with_helpers
 
     plugins = get_plugins()
-    if isinstance(grid, Mapping):
-        from mtbench.overrides import toml_text
+    if isinstance(grid, Mapping):  # as TOML text: what the run stores, and the file other workers read
+        from mtbench.overrides import anchored, render_toml
 
-        path = Path("<dict>.toml")
-        g = load_grid_text(toml_text(dict(grid)), path, plugins)
+        path = Path.cwd() / "grid.toml"  # a [[model]]'s weights are relative to where Python runs
+        g = load_grid_text(render_toml(anchored(copy.deepcopy(dict(grid)), path)), path, plugins)
     else:
         path = Path(grid)
         g = load_grid(path, plugins)
     check_data(g, plugins)
     out = Path(out)
     store = writable_store(out, db)
+    if isinstance(grid, Mapping):
+        from mtbench.overrides import write_effective_grid
+
+        path = write_effective_grid(g.text, path, out)
     console = make_console(stderr=True)
     console.quiet = quiet
     return run_with_helpers(g, path, store, out, db, plugins, console, workers)

@@ -12,6 +12,7 @@ import itertools
 import re
 import stat
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -109,9 +110,14 @@ def _within(loc: str, outer: str) -> bool:
     return loc == outer or loc.startswith((outer + ".", outer + "["))
 
 
-def load_grid(path: Path, plugins: Plugins) -> Grid:
-    """Parse, validate and expand a grid file; raise :class:`ConfigError` listing every problem."""
+def load_grid(path: Path, plugins: Plugins, overrides: Sequence[str] = ()) -> Grid:
+    """Parse, validate and expand a grid file; raise :class:`ConfigError` listing every problem.
+    ``overrides``: ``KEY=VALUE`` changes from the command line (:mod:`mtbench.overrides`)."""
     path = Path(path)
+    if overrides:
+        from mtbench.overrides import load_overridden
+
+        return load_overridden(_read_grid(path), path, plugins, overrides)
     return load_grid_text(_read_grid(path), path, plugins)
 
 

@@ -260,7 +260,7 @@ CASES = [
     Case("--out is a file", grid_text(), ["run", "{grid}", "--out", "{grid}"], 2, ["--out", "is a file"]),
     Case("workers 0", grid_text(), [*RUN, "--workers", "0"], 2, ["--workers"]),
     Case("workers absurd", grid_text(), [*DRY, "--workers", "100000"], 2, ["--workers", "1024"]),
-    Case("unknown executor", grid_text(), [*DRY, "--executor", "pbs"], 2, ["--executor", "slurm or local"]),
+    Case("unknown executor", grid_text(), [*DRY, "--executor", "pbs"], 2, ["--executor", "'pbs' is not one of"]),
     Case("database unreachable", grid_text(), [*RUN, "--db", "postgresql+psycopg://nobody@/x?host=/nonexistent&port=1"],
          2, ["cannot open the database"]),
     Case("report eps out of range", None, ["report", "{out}", "--eps", "3"], 2, ["--eps", "(0, 1]"]),

@@ -11,7 +11,9 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
+import pytest
 from helpers import CPU_TINY_DATA, run_cli
 
 from mtbench.storage import Store
@@ -185,3 +187,32 @@ def test_a_helper_reports_its_idle_time(tmp_path, plugins):
     idle = json.loads(summary_file.read_text())
     assert idle["ran"] == 0 and idle["failed"] == 2 and idle["idle_s"] >= 1.5, idle
     assert f"idle {idle['idle_s']:.1f} s" in stderr
+
+
+SETS = ['train.task_sets=["s", "d"]', "train.epochs=2", "attack[0].eps=[0.01]"]
+"""Changes from the command line that the helper workers and jobs must see: the file alone gives
+other trials (one task set, one epoch, two eps)."""
+
+
+@pytest.mark.parametrize("how", [["--workers", "2"], ["--executor", "local", "--workers", "1"]])
+def test_helpers_and_jobs_run_the_grid_with_its_set_changes(tmp_path, plugins, how):
+    """`run --set ...` with a helper process, or with a job as the only worker: every worker runs the
+    trials of the changed grid (a worker that read the grid file would add trials of its own)."""
+    from mtbench.grid import load_grid
+
+    (tmp_path / "grid.toml").write_text(GRID.replace('["s", "d", "sd"]', '["s"]'))
+    out = tmp_path / "r"
+    wanted = {t.id for t in load_grid(tmp_path / "grid.toml", plugins, SETS).trials}
+    assert len(wanted) == 4 and wanted.isdisjoint(t.id for t in load_grid(tmp_path / "grid.toml", plugins).trials)
+    sets = [arg for change in SETS for arg in ("--set", change)]
+    result = run_cli("run", str(tmp_path / "grid.toml"), "--out", str(out), *how, *sets)
+    assert result.returncode == 0, result.stderr
+    trials, rows = counts(out / "mtbench.db")
+    assert {tid for tid, *_ in trials} == wanted and set(rows) == wanted
+    assert all(status == "done" and attempts == 1 for _, _, status, attempts in trials)
+    (effective,) = (out / "grids").glob("grid-*.toml")
+    with sqlite3.connect(out / "mtbench.db") as c:
+        runs = c.execute("select grid_path, grid_text from runs").fetchall()
+    here = {tmp_path / "grid.toml"} if how[0] == "--workers" else set()  # with --executor, the job runs alone
+    assert {Path(path).resolve() for path, _ in runs} == {effective.resolve(), *here}
+    assert {text for _, text in runs} == {effective.read_text()}  # every worker ran the changed grid

@@ -19,7 +19,7 @@ from mtbench.console import say
 from mtbench.errors import MtbenchError
 
 app = typer.Typer(help="Adversarial robustness of multi-task vision models: train, attack, report.",
-                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False, **PLAIN_HELP)
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=True, **PLAIN_HELP)
 data_app = typer.Typer(help="Taskonomy-format data: generate synthetic scenes, check a folder, draw samples.",
                        no_args_is_help=True, **PLAIN_HELP)
 models_app = typer.Typer(help="Model architectures: sizes and costs.", no_args_is_help=True, **PLAIN_HELP)
@@ -52,7 +52,7 @@ models_app.command("info")(models.info)
 def main() -> None:
     """Entry point: user errors become a message and exit code 2, never a traceback."""
     try:
-        app()
+        app(prog_name="mtbench")  # also as python -m mtbench.cli: shell completion is for the `mtbench` command
     except MtbenchError as exc:
         say(err_console, ("error:", "bold red"), f" {exc}")
         sys.exit(exc.exit_code)

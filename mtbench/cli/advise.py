@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from mtbench.cli.common import DbOpt, OutOpt, choice, console, err_console, writable_store
+from mtbench.cli.common import DbOpt, OutOpt, choices, console, err_console, writable_store
 from mtbench.console import say
 from mtbench.defaults import ADVICE_ENCODER, SURROGATE_ENCODER
 from mtbench.errors import MtbenchError
@@ -19,8 +19,9 @@ if TYPE_CHECKING:
 MainOpt = Annotated[str, typer.Option(help="the main task (code or name)")]
 CandidatesOpt = Annotated[str, typer.Option(help="auxiliary task codes to rank, e.g. dDnE")]
 EncoderOpt = Annotated[str, typer.Option(help="the encoder you will finally train")]
-ProxyOpt = Annotated[str, typer.Option(callback=choice("surrogate", "early-stop", "clean"),
-                                       help="surrogate | early-stop | clean")]
+Proxy = choices("Proxy", ("surrogate", "early-stop", "clean"))  # mtbench.advise.PROXIES (not imported: heavy)
+ProxyOpt = Annotated[Proxy, typer.Option(help="how to rank cheaply: surrogate (a small encoder), early-stop (a "
+                                         "fraction of the epochs, --budget), clean (clean error, no attack)")]
 SurrogateOpt = Annotated[str, typer.Option(help="the small encoder of the surrogate proxy")]
 BudgetOpt = Annotated[float, typer.Option(help="early-stop: fraction of the epochs to train")]
 BaseOpt = Annotated[Optional[Path], typer.Option(help="grid whose [data], [train] (epochs, batch, seeds...) and "
@@ -35,7 +36,7 @@ ValidateAllOpt = Annotated[bool, typer.Option("--validate-all", help="validate e
 
 
 def advise(main: MainOpt, candidates: CandidatesOpt, encoder: EncoderOpt = ADVICE_ENCODER,
-           proxy: ProxyOpt = "surrogate", surrogate: SurrogateOpt = SURROGATE_ENCODER, budget: BudgetOpt = 0.25,
+           proxy: ProxyOpt = Proxy.surrogate, surrogate: SurrogateOpt = SURROGATE_ENCODER, budget: BudgetOpt = 0.25,
            base: BaseOpt = None, validate: ValidateOpt = False, validate_k: ValidateKOpt = 2,
            validate_all: ValidateAllOpt = False, out: OutOpt = Path("results"), db: DbOpt = None) -> None:
     """Rank auxiliary tasks by how robust they make the main task, with a cheap proxy (reuses trials already run)."""
@@ -47,8 +48,8 @@ def advise(main: MainOpt, candidates: CandidatesOpt, encoder: EncoderOpt = ADVIC
     from mtbench.report.render import render
 
     plugins = get_plugins()
-    request = _request(plugins, main, candidates, encoder=encoder, proxy=proxy, surrogate=surrogate, budget=budget,
-                       validate=validate or validate_all, validate_k=0 if validate_all else validate_k)
+    request = _request(plugins, main, candidates, encoder=encoder, proxy=proxy.value, surrogate=surrogate,
+                       budget=budget, validate=validate or validate_all, validate_k=0 if validate_all else validate_k)
     store = writable_store(out, db)
     advice = run_advice(request, base_settings(base, plugins), store, out, plugins, err_console)
     render(advice_sections(load_frames(store.url), only=[advice["trial"]]), "table", console)

@@ -6,7 +6,7 @@ Kept free of heavy imports: ``mtbench --help`` and ``mtbench report`` load this 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Iterable
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, NoReturn, Optional
@@ -30,20 +30,17 @@ def folder_option(path: Path) -> Path:
     return path
 
 
-def choice(*choices: str) -> Callable[[str | None], str | None]:
-    """A callback that accepts only these values (typer's enums would hand the commands an Enum)."""
-    def check(value: str | None) -> str | None:
-        if value is not None and value not in choices:
-            raise typer.BadParameter(f"expected {' or '.join(choices)}, got {value!r}")
-        return value
-    return check
+def choices(name: str, values: Iterable[str]) -> type[Enum]:
+    """A ``str`` Enum of these values: typer shows them in ``--help``, completes them in the shell and
+    refuses any other value (exit 2, naming the option and the choices)."""
+    return Enum(name, [(v, v) for v in values], type=str)  # type: ignore[return-value]
 
 
 OutOpt = Annotated[Path, typer.Option("--out", callback=folder_option,
                                       help="results folder: mtbench.db, parquet/, checkpoints/, data/")]
 DbOpt = Annotated[Optional[str], typer.Option("--db", help="SQLAlchemy URL (default: sqlite in --out)")]
 
-Format = Enum("Format", [(name, name) for name in FORMATS], type=str)  # the renderer's formats, as choices
+Format = choices("Format", FORMATS)  # the renderer's formats
 FormatOpt = Annotated[Format, typer.Option("--format", help="output format")]
 
 

@@ -3,18 +3,20 @@ create or alter a database. What a report holds is decided in :mod:`mtbench.repo
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from mtbench.cli.common import DbOpt, Format, FormatOpt, OutOpt, console, err_console, store
+from mtbench.cli.common import DbOpt, Format, FormatOpt, OutOpt, choices, console, err_console, store
 from mtbench.console import say
 from mtbench.errors import MtbenchError
 from mtbench.report.assemble import ALL, SORTABLE, VIEWS
 
-View = Enum("View", [(name, name) for name in (*VIEWS, ALL)], type=str)
+View = choices("View", (*VIEWS, ALL))
+Metric = choices("Metric", ("rel_vuln_ratio_of_means", "rel_vuln_mean_of_ratios", "delta_loss", "error_adv"))
+"""mtbench.report.leaderboard.VULNERABILITY_METRICS (not imported here: it loads Arrow)."""
+Sort = choices("Sort", SORTABLE)
 
 SourceArg = Annotated[Optional[str], typer.Argument(help="database URL/file, results or Parquet folder")]
 EncoderOpt = Annotated[Optional[str], typer.Option(help="only this encoder")]
@@ -29,9 +31,10 @@ StepsOpt = Annotated[Optional[int], typer.Option(min=1, max=100_000, help="only 
 ObjectiveOpt = Annotated[Optional[str], typer.Option(help="rank by this attack objective [default: the most "
                                                      "common one]")]
 TargetsOpt = Annotated[str, typer.Option(help="leaderboard target: main (main task alone), all, or codes like sd")]
-MetricOpt = Annotated[str, typer.Option(help="rel_vuln_ratio_of_means | rel_vuln_mean_of_ratios | delta_loss")]
-SortOpt = Annotated[Optional[str], typer.Option(help=f"leaderboard column to sort by: {', '.join(SORTABLE)} "
-                                                     "[default: v]")]
+MetricOpt = Annotated[Metric, typer.Option(help="what ranks the models: relative task vulnerability as a ratio of "
+                                           "means (the paper's code) or a mean of per-sample ratios (the paper's "
+                                           "formula), E[dL], or the adversarial error")]
+SortOpt = Annotated[Optional[Sort], typer.Option(help="leaderboard column to sort by [default: v]")]
 OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="write here instead of printing "
                                                    "(html: default report.html in the results or Parquet folder "
                                                    "read, or next to its SQLite file)")]
@@ -47,7 +50,7 @@ def report(
     source: SourceArg = None, out: OutOpt = Path("results"), db: DbOpt = None, view: ViewOpt = None,
     encoder: EncoderOpt = None, task: TaskOpt = None, attack: AttackOpt = None, eps: EpsOpt = None,
     steps: StepsOpt = None, objective: ObjectiveOpt = None, targets: TargetsOpt = "main",
-    metric: MetricOpt = "rel_vuln_ratio_of_means", sort: SortOpt = None, fmt: FormatOpt = Format.table,
+    metric: MetricOpt = Metric.rel_vuln_ratio_of_means, sort: SortOpt = None, fmt: FormatOpt = Format.table,
     output: OutputOpt = None, plots: PlotsOpt = None, limit: LimitOpt = 50, transfer: TransferOpt = False,
     compare_paper: CompareOpt = False,
 ) -> None:
@@ -56,8 +59,9 @@ def report(
     from mtbench.report.frames import load_frames
     from mtbench.report.render import render
 
-    f = parse_filters(eps, metric, encoder=encoder, task=task, attack=attack, steps=steps, objective=objective,
-                      transfer=transfer, targets=targets, sort=sort, compare_paper=compare_paper)
+    f = parse_filters(eps, metric.value, encoder=encoder, task=task, attack=attack, steps=steps,
+                      objective=objective, transfer=transfer, targets=targets, sort=sort and sort.value,
+                      compare_paper=compare_paper)
     built = build_report(load_frames(source or db or str(out)), f, [v.value for v in view or []], limit, plots,
                          html=fmt is Format.html)
     if plots:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from mtbench.cli.common import DbOpt, OutOpt, choice, console, err_console, exit_interrupted, store, writable_store
+from mtbench.cli.common import DbOpt, OutOpt, choices, console, err_console, exit_interrupted, store, writable_store
 from mtbench.console import LiteralTable, say, wide
 from mtbench.errors import MtbenchError
 
@@ -20,43 +20,51 @@ if TYPE_CHECKING:
     from mtbench.runner import RunSummary
     from mtbench.storage import Store
 
+PlanFormat = choices("PlanFormat", ("table", "json"))
+Executor = choices("Executor", ("slurm", "local"))
+
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="print the expanded trials and stop")]
-PlanFormatOpt = Annotated[str, typer.Option("--format", callback=choice("table", "json"),
-                                            help="--dry-run's output: table, or json (every trial's resolved "
-                                                 "configuration, for scripts)")]
+PlanFormatOpt = Annotated[PlanFormat, typer.Option("--format", help="--dry-run's output: table, or json (every "
+                                                   "trial's resolved configuration, for scripts)")]
 NoCalibrateOpt = Annotated[bool, typer.Option("--no-calibrate", help="--dry-run's time estimate: measure no "
                                                "step on this machine; use the cached step times (~/.cache/mtbench), "
                                                "else print the counts with the time unknown")]
 WorkersOpt = Annotated[int, typer.Option(min=1, max=1024, help="worker processes on this machine, each claiming "
                                          "trials from the database (this one included); with --executor, jobs")]
-ExecutorOpt = Annotated[Optional[str], typer.Option(callback=choice("slurm", "local"),
-                                                    help="slurm: submit --workers worker jobs (a job array, "
+ExecutorOpt = Annotated[Optional[Executor], typer.Option(help="slurm: submit --workers worker jobs (a job array, "
                                                          "resources from the grid's [executor]) and return; local: "
-                                                         "submitit's local executor, waiting for the jobs")]
+                                                         "submitit's local executor, waiting for the jobs "
+                                                         "[default: none, the workers run here]")]
+SetOpt = Annotated[Optional[list[str]], typer.Option(
+    "--set", metavar="KEY=VALUE", help="change a value of the grid (repeatable), e.g. train.epochs=2, "
+    "attack[0].eps=[0.01], 'train.task_sets=[\"s\", \"d\"]': the value is TOML, other text a string; the grid "
+    "file is not changed, the run stores the grid with its changes")]
 
 
 def run(grid: Annotated[Path, typer.Argument(help="grid file (TOML)")], out: OutOpt = Path("results"),
         db: DbOpt = None, dry_run: DryRunOpt = False, workers: WorkersOpt = 1, executor: ExecutorOpt = None,
-        plan_format: PlanFormatOpt = "table", no_calibrate: NoCalibrateOpt = False) -> None:
+        plan_format: PlanFormatOpt = PlanFormat.table, no_calibrate: NoCalibrateOpt = False,
+        overrides: SetOpt = None) -> None:
     """Train and attack every trial of a grid; skip trials already done."""
     from mtbench.grid import load_grid
     from mtbench.plugins import get_plugins
 
     plugins = get_plugins()
-    g = load_grid(grid, plugins)  # validates everything before any work or any write
+    g = load_grid(grid, plugins, overrides or ())  # validates everything before any work or any write
     if dry_run:
-        return _dry_run(g, out, db, plugins, measure=not no_calibrate, plan_format=plan_format)
+        return _dry_run(g, out, db, plugins, measure=not no_calibrate, plan_format=plan_format.value)
     from mtbench.runner import check_data
 
     check_data(g, plugins)  # the data folders named by the grid: on this machine, and safe to write
     results = writable_store(out, db)
     _check_snapshots(g, results, out)
+    grid_file = _effective_grid_file(g, out) if overrides else grid  # what other workers read
     if executor is not None:
-        return _submit(executor, grid, g, out, db, workers)
+        return _submit(executor.value, grid_file, g, out, db, workers)
     from mtbench.workers import run_with_helpers
 
     try:
-        summary = run_with_helpers(g, grid, results, out, db, plugins, err_console, workers)
+        summary = run_with_helpers(g, grid_file, results, out, db, plugins, err_console, workers)
     except KeyboardInterrupt as interrupt:
         exit_interrupted(interrupt)
     _print_summary(summary)
@@ -64,6 +72,16 @@ def run(grid: Annotated[Path, typer.Argument(help="grid file (TOML)")], out: Out
         _show_results(out, db)
     if summary.failed:
         raise typer.Exit(1)
+
+
+def _effective_grid_file(g: Grid, out: Path) -> Path:
+    """The grid with its ``--set`` changes as a file in the results folder, for helper workers and
+    scheduler jobs (they must not read the user's file, which lacks the changes)."""
+    from mtbench.overrides import write_effective_grid
+
+    path = write_effective_grid(g.text, g.path, out)
+    say(err_console, f"grid with --set changes: {path}", style="dim")
+    return path
 
 
 def _dry_run(g: Grid, out: Path, db: str | None, plugins: Plugins, measure: bool, plan_format: str) -> None:
@@ -164,6 +182,7 @@ def _show_results(out: Path, db: str | None) -> None:
 def worker(grid: Annotated[Optional[Path], typer.Argument(
                help="grid file [default: the latest run's grid in the database]")] = None,
            out: OutOpt = Path("results"), db: DbOpt = None,
+           overrides: SetOpt = None,
            summary_file: Annotated[Optional[Path], typer.Option(
                hidden=True, help="write the trials run and the seconds idle here (JSON), for `run --workers`")] = None,
            ) -> None:
@@ -173,11 +192,13 @@ def worker(grid: Annotated[Optional[Path], typer.Argument(
     from mtbench.runner import run_grid
     from mtbench.threads import apply, inherited, plan
 
+    if overrides and grid is None:
+        raise MtbenchError("--set: give the grid file too (the latest run's grid already holds its changes)")
     say(err_console, apply(inherited() or plan(1)).describe())  # helpers of `run --workers`: the share it chose
     plugins = get_plugins()
     results = writable_store(out, db)
     if grid is not None:
-        g = load_grid(grid, plugins)
+        g = load_grid(grid, plugins, overrides or ())
     else:
         latest = results.latest_run()
         if latest is None:
