@@ -130,6 +130,8 @@ def test_dry_run_checks_the_grid_not_the_data_folders(write_grid, tmp_path):
 def test_example_grids_are_within_bounds(grid, plugins):
     if "mtbench-extras" in grid.parts:
         pytest.skip("needs the example plugin distribution")
+    if grid.name == "external-model.toml":
+        pytest.skip("needs the weights its header's first two commands make (tests/test_external.py runs them)")
     assert load_grid(grid, plugins).trials
 
 

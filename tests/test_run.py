@@ -45,7 +45,7 @@ def test_run_report_rerun(write_grid, tmp_path):
     data = json.loads(report.stdout)
     attacks = next(v for k, v in data.items() if k.startswith("Attacks"))
     assert len(attacks) == 3 and all("v_attacked_mean" in r for r in attacks)
-    from_parquet = run_cli("report", str(out / "parquet"), "--format", "csv")
+    from_parquet = run_cli("report", str(out / "parquet"), "--format", "csv", "--view", "leaderboard")
     assert from_parquet.returncode == 0 and "resnet18/s/uniform" in from_parquet.stdout
 
 

@@ -118,8 +118,9 @@ def test_named_outputs_are_written_into_never_cleared(stored, tmp_path):
     plots.mkdir()
     (plots / "mine.png").write_bytes(b"my own figure")
     report.write_text("old")
-    result = run_cli("report", str(stored), "--plots", str(plots), "--format", "csv", "-o", str(report))
+    result = run_cli("report", str(stored), "--plots", str(plots), "--format", "csv", "--view", "leaderboard", "-o",
+                     str(report))
     assert result.returncode == 0, result.stderr[-2000:]
     assert (plots / "mine.png").read_bytes() == b"my own figure"
     assert len(list(plots.iterdir())) > 1, "no figure was drawn"
-    assert report.read_text().startswith("# Leaderboard") and "resnet18/d" in report.read_text()
+    assert report.read_text().startswith("main,rank,model,") and "resnet18/d" in report.read_text()

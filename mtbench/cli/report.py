@@ -37,7 +37,8 @@ MetricOpt = Annotated[Metric, typer.Option(help="what ranks the models: relative
 SortOpt = Annotated[Optional[Sort], typer.Option(help="leaderboard column to sort by [default: v]")]
 OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="write here instead of printing "
                                                    "(html: default report.html in the results or Parquet folder "
-                                                   "read, or next to its SQLite file)")]
+                                                   "read, or next to its SQLite file; csv: a folder, or a path "
+                                                   "ending in /, gets one CSV file per table)")]
 PlotsOpt = Annotated[Optional[Path], typer.Option(help="also draw the paper's figures (PNG + SVG) here")]
 LimitOpt = Annotated[int, typer.Option(min=0, help="at most this many rows per table (0: all)")]
 CompareOpt = Annotated[bool, typer.Option("--compare-paper", help="show the paper's figure beside ours even where "
@@ -62,14 +63,21 @@ def report(
     f = parse_filters(eps, metric.value, encoder=encoder, task=task, attack=attack, steps=steps,
                       objective=objective, transfer=transfer, targets=targets, sort=sort and sort.value,
                       compare_paper=compare_paper)
-    built = build_report(load_frames(source or db or str(out)), f, [v.value for v in view or []], limit, plots,
-                         html=fmt is Format.html)
-    if plots:
-        say(err_console, f"{len(built.figures)} figure(s) written to {plots}", style="dim")  # stdout: the report
+    frames = load_frames(source or db or str(out))
     if fmt is Format.html:
         target = output or html_beside(source or db or str(out))
-        _write_text(target, built.html())
+        with _figure_folder(plots) as figures:  # the page embeds them: drawn before, removed after
+            built = build_report(frames, f, [v.value for v in view or []], limit, Path(figures))
+            _write_text(target, built.html())
+        if plots:
+            say(err_console, f"{len(built.figures)} figure(s) written to {plots}", style="dim")
         say(err_console, f"report written to {target}")
+        return
+    built = build_report(frames, f, [v.value for v in view or []], limit, plots)
+    if plots:
+        say(err_console, f"{len(built.figures)} figure(s) written to {plots}", style="dim")  # stdout: the report
+    if fmt is Format.csv and output is not None and (output.is_dir() or str(output).endswith(("/", "\\"))):
+        _write_csv_files(output, built.text_sections(fmt.value))
         return
     text = render(built.text_sections(fmt.value), fmt.value, console)
     if text is None and built.made_with_line():  # a terminal table: the versions fit on one line
@@ -78,6 +86,28 @@ def report(
         _write_text(output, text)
     elif text is not None:
         print(text)
+
+
+def _figure_folder(plots: Path | None):
+    """``plots``, or a temporary folder removed when the block ends (an HTML page without --plots)."""
+    import contextlib
+    import tempfile
+
+    if plots:
+        return contextlib.nullcontext(plots)
+    return tempfile.TemporaryDirectory(prefix="mtbench-plots-")
+
+
+def _write_csv_files(folder: Path, sections) -> None:
+    """``-o FOLDER`` with ``--format csv``: one CSV per table, each written whole or not at all."""
+    from mtbench.report.render import csv_files
+    from mtbench.storage.files import write_files
+
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {folder / name: text for name, text in csv_files(sections).items()}
+    write_files({path: (lambda tmp, text=text: tmp.write_text(text)) for path, text in files.items()}, "the report")
+    for path in files:
+        say(err_console, f"wrote {path}")
 
 
 HTML_MARKER = "<title>mtbench report</title>"

@@ -38,7 +38,8 @@ def advice_sections(frames: Frames, only: list[str] | None = None) -> list[Secti
             if aux == "*":
                 continue
             rows.append({"rank": int(m["rank"]) if "rank" in m else None, "auxiliary": aux, "proxy": m.get("proxy"),
-                         "95% CI": _interval(m.get("proxy_low"), m.get("proxy_high")), "full": m.get("full")})
+                         "95% CI": _interval(m.get("proxy_low"), m.get("proxy_high")), "full": m.get("full"),
+                         "low": m.get("proxy_low"), "high": m.get("proxy_high")})
         note = (f"'-' = {cfg.main} trained alone; proxy = main-task {what} on {cfg.proxy_encoder} "
                 f"({cfg.proxy_epochs} epochs); full = on {cfg.encoder}")
         if "*" in v:
@@ -46,7 +47,8 @@ def advice_sections(frames: Frames, only: list[str] | None = None) -> list[Secti
                                             paired=sum(1 for a, m in v.items() if a != "*" and "full" in m),
                                             main=cfg.main)
         sections.append(Section(f"Advice: auxiliary tasks for main task {cfg.main} on {cfg.encoder}, "
-                                f"by the {cfg.proxy} proxy (lower is more robust)", rows, note=note))
+                                f"by the {cfg.proxy} proxy (lower is more robust)", rows, note=note,
+                                machine=("low", "high")))  # the interval as numbers, for programs
     return sections
 
 

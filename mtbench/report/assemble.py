@@ -151,17 +151,16 @@ def cut(sections: list[Section], limit: int) -> None:
             section.rows = section.rows[:limit]
 
 
-def build_report(frames: Frames, f: Filters, views: Iterable[str], limit: int = 0, plots: Path | None = None,
-                 html: bool = False) -> Report:
-    """The report of these views; figures are drawn into ``plots``, or a temporary folder for an HTML page."""
+def build_report(frames: Frames, f: Filters, views: Iterable[str], limit: int = 0,
+                 plots: Path | None = None) -> Report:
+    """The report of these views; figures are drawn into ``plots`` (an HTML page's caller gives a
+    temporary folder, and removes it once the page is written)."""
     from mtbench.report.made_with import made_with
 
     report = Report(sections_for(frames, f, views), frames, made_with=made_with(frames))
     cut(report.sections, limit)
-    if plots or html:
-        import tempfile
-
+    if plots:
         from mtbench.report.plots import draw_all
 
-        report.figures = draw_all(frames, f, plots or Path(tempfile.mkdtemp(prefix="mtbench-plots-")))
+        report.figures = draw_all(frames, f, plots)
     return report

@@ -513,4 +513,5 @@ def claims_section(frames: Frames, f: Filters) -> Section:
              f"margin of practical equivalence +-{MARGIN:.0%} relative change of v; claims about trained models "
              f"({', '.join(sorted(TRAINING_CLAIMS, key=lambda c: int(c[1:])))}) are at best inconclusive with one "
              "seed. Not evaluated: C3, C5, C11, C12, C15",
-        columns=["id", "verdict", "claim", "stratum", "estimate", "95% CI", "interval covers", "numbers", "rule"])
+        columns=["id", "verdict", "claim", "stratum", "estimate", "95% CI", "low", "high", "interval covers", "numbers",
+                 "rule"], machine=("low", "high"))

@@ -227,7 +227,7 @@ def leaderboard(frames: Frames, f: Filters) -> Section:
             "suspect": bool(r["suspect"]) or bool(m.get("suspect"))})
     names = distinct_names({k: items[0]["m"]["name"] for k, items in groups.items()},
                             {k: setting[items[0]["r"]["id"]] for k, items in groups.items()})
-    rows = [_board_row(names[k], items) for k, items in groups.items()]
+    rows = [{**_board_row(names[k], items), "metric": f.metric} for k, items in groups.items()]
     sort = f.sort or "v"
     rows.sort(key=lambda r: (r["main"], _tier(r), r.get(sort) is None, r.get(sort) if r.get(sort) is not None else 0))
     ranked, previous, rank = [], None, 0
@@ -248,7 +248,8 @@ def leaderboard(frames: Frames, f: Filters) -> Section:
                      "setting (seeds = trials averaged); learnt = clean_err below 0.9 x const_err: models that "
                      "did not learn, and suspect trials (a failed check, e.g. a task without valid test pixels), "
                      "rank after the others"
-             + (ORDERS_NOTE if any(models[r["model"]].get("trained_as") for r in chosen) else ""))
+             + (ORDERS_NOTE if any(models[r["model"]].get("trained_as") for r in chosen) else ""),
+        machine=SETTING_COLUMNS)
 
 
 ORDERS_NOTE = ("; 'trained as sd': the same model as sd, ranked under its other main task (under weights that "
@@ -285,7 +286,19 @@ def _board_row(name: str, items: list[dict]) -> dict[str, Any]:
         "std": statistics.stdev(vs) if len(vs) > 1 else None,
         "params_M": _round(m["parameters"], 1e6, 2), "MACs_G": _round(m["macs"], 1e9, 3),
         "suspect": any(i["suspect"] for i in items), "setting_id": r["setting_id"],
+        **settings_columns(m, r),
     }
+
+
+SETTING_COLUMNS = ("encoder", "codes", "weighting", "objective", "attacked", "eps_value", "metric")
+"""What JSON and CSV rows of a board carry besides what people read: the settings its title states."""
+
+
+def settings_columns(model: dict[str, Any], attack: dict[str, Any], metric: str | None = None) -> dict[str, Any]:
+    """The model's and the attack's settings, as columns a program groups by (``SETTING_COLUMNS``)."""
+    return {"encoder": model.get("encoder"), "codes": model.get("codes"), "weighting": model.get("weighting"),
+            "objective": attack.get("objective"), "attacked": attack.get("targets"), "eps_value": attack.get("eps"),
+            **({"metric": metric} if metric else {})}
 
 
 def distinct_names(names: dict[str, str], by: dict[str, dict[str, Any]]) -> dict[str, str]:
@@ -344,11 +357,13 @@ def attack_rows(frames: Frames, f: Filters) -> Section:
                 attacked.append(v)
         row["v_attacked_mean"] = _mean(attacked)
         row["suspect"] = bool(r["suspect"])
+        row.update({k: v for k, v in settings_columns(m, r, f.metric).items() if k not in row})
         rows.append(row)
     rows.sort(key=lambda r: (r["attack"], r["eps"], r["v_attacked_mean"] is None, r["v_attacked_mean"] or 0))
     kind = "Transfer attacks" if f.transfer else "Attacks"
     return Section(f"{kind}: {f.metric} per task v_<code> (* = attacked task; lower is more robust)", rows,
-                   mark=lambda row, col: col.startswith("v_") and col[2:] in row.get("targets", ""))
+                   mark=lambda row, col: col.startswith("v_") and col[2:] in row.get("targets", ""),
+                   machine=SETTING_COLUMNS)
 
 
 def fraction(eps: float) -> str:

@@ -6,9 +6,12 @@ import csv
 import html
 import io
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from mtbench.errors import MtbenchError
 
 FORMATS = ("table", "markdown", "csv", "json", "html")
 FOR_MACHINES = ("setting_id",)
@@ -24,6 +27,9 @@ class Section:
     note: str = ""
     mark: Callable[[dict, str], bool] | None = None
     columns: list[str] = field(default_factory=list)
+    machine: tuple[str, ...] = ()
+    """Columns only JSON and CSV carry, besides ``FOR_MACHINES``: the settings a title states in words
+    (``eps`` as "8/255" for people, ``eps_value`` as a number for programs)."""
 
     def __post_init__(self) -> None:
         if not self.columns:
@@ -31,7 +37,13 @@ class Section:
 
     def shown(self) -> list[str]:
         """The columns people read (terminal, Markdown, HTML)."""
-        return [c for c in self.columns if c not in FOR_MACHINES]
+        return [c for c in self.columns if c not in FOR_MACHINES and c not in self.machine]
+
+    @property
+    def name(self) -> str:
+        """A file name for the section: its title up to the first colon or parenthesis, as a slug."""
+        head = re.split(r"[:(]", self.title, maxsplit=1)[0]
+        return re.sub(r"[^a-z0-9]+", "-", head.lower()).strip("-")[:60] or "section"
 
     def cell(self, row: dict, column: str) -> str:
         v = row.get(column)
@@ -46,14 +58,33 @@ class Section:
 
 
 def render(sections: list[Section], fmt: str, console=None) -> str | None:
-    """Text for ``markdown``/``csv``/``json``/``html`` (an HTML fragment); prints ``table`` to the console."""
+    """Text for ``markdown``/``csv``/``json``/``html`` (an HTML fragment); prints ``table`` to the console.
+    CSV is one table: one section with rows (``csv_files`` writes several, a file each)."""
     if fmt == "json":
         return json.dumps({s.title: s.rows for s in sections}, indent=1, default=str)
     if fmt == "table":
         _print_tables(sections, console)
         return None
-    parts = [{"markdown": markdown, "csv": as_csv, "html": html_table}[fmt](s) for s in sections if s.rows]
+    if fmt == "csv":
+        filled = [s for s in sections if s.rows]
+        if len(filled) > 1:
+            raise MtbenchError(f"--format csv: {len(filled)} tables to write ({', '.join(s.name for s in filled)}); "
+                               "a CSV holds one: choose it with --view (e.g. --view leaderboard), or give "
+                               "-o FOLDER for one CSV file per table")
+        return as_csv(filled[0]) if filled else ""
+    parts = [{"markdown": markdown, "html": html_table}[fmt](s) for s in sections if s.rows]
     return "\n".join(parts)
+
+
+def csv_files(sections: list[Section]) -> dict[str, str]:
+    """File name -> CSV text, one per section with rows (``<name>.csv``, numbered where names repeat)."""
+    files: dict[str, str] = {}
+    for s in (s for s in sections if s.rows):
+        name, k = s.name, 2
+        while f"{name}.csv" in files:
+            name, k = f"{s.name}-{k}", k + 1
+        files[f"{name}.csv"] = as_csv(s)
+    return files
 
 
 def markdown(s: Section) -> str:
@@ -70,7 +101,7 @@ def as_csv(s: Section) -> str:
     writer = csv.DictWriter(buf, [*s.columns, *extra], lineterminator="\n")
     writer.writeheader()
     writer.writerows(s.rows)
-    return f"# {s.title}\n{buf.getvalue()}"
+    return buf.getvalue()  # no title line: every row carries its settings, and any CSV reader reads it
 
 
 def html_table(s: Section) -> str:
