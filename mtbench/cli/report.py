@@ -37,8 +37,9 @@ MetricOpt = Annotated[Metric, typer.Option(help="what ranks the models: relative
 SortOpt = Annotated[Optional[Sort], typer.Option(help="leaderboard column to sort by [default: v]")]
 OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="write here instead of printing "
                                                    "(html: default report.html in the results or Parquet folder "
-                                                   "read, or next to its SQLite file; csv: a folder, or a path "
-                                                   "ending in /, gets one CSV file per table)")]
+                                                   "read, or next to its SQLite file; csv: a folder, or a new path "
+                                                   "without suffix where there are several tables, gets one CSV "
+                                                   "file per table)")]
 PlotsOpt = Annotated[Optional[Path], typer.Option(help="also draw the paper's figures (PNG + SVG) here")]
 LimitOpt = Annotated[int, typer.Option(min=0, help="at most this many rows per table (0: all)")]
 CompareOpt = Annotated[bool, typer.Option("--compare-paper", help="show the paper's figure beside ours even where "
@@ -76,7 +77,7 @@ def report(
     built = build_report(frames, f, [v.value for v in view or []], limit, plots)
     if plots:
         say(err_console, f"{len(built.figures)} figure(s) written to {plots}", style="dim")  # stdout: the report
-    if fmt is Format.csv and output is not None and (output.is_dir() or str(output).endswith(("/", "\\"))):
+    if fmt is Format.csv and output is not None and _csv_folder(output, built.text_sections(fmt.value)):
         _write_csv_files(output, built.text_sections(fmt.value))
         return
     text = render(built.text_sections(fmt.value), fmt.value, console)
@@ -96,6 +97,13 @@ def _figure_folder(plots: Path | None):
     if plots:
         return contextlib.nullcontext(plots)
     return tempfile.TemporaryDirectory(prefix="mtbench-plots-")
+
+
+def _csv_folder(output: Path, sections) -> bool:
+    """Whether ``-o`` names a folder for one CSV per table: an existing folder, or, where there are several
+    tables (one file cannot hold them), a path that is no file and has no suffix (``-o tables``)."""
+    several = sum(1 for s in sections if s.rows) > 1
+    return output.is_dir() or (several and not output.exists() and not output.suffix)
 
 
 def _write_csv_files(folder: Path, sections) -> None:
