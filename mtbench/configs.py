@@ -28,6 +28,7 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mtbench.defaults import DEFAULT_DEFENSE
 from mtbench.settings import DataSection
 
 
@@ -108,6 +109,26 @@ class DataConfig(DataSection, Config):
                               "generator's version): models trained on other samples are other models")
 
 
+class DefenseConfig(Config):
+    """A training trial's defence (``[train] defense``): a defence plugin and its options, as the plugin's
+    ``validate`` resolved them for the model's tasks (defaults filled in, task codes as names)."""
+
+    name: str = DEFAULT_DEFENSE
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    def label(self) -> str:
+        """The name and its budget, e.g. ``pgd-at eps=4/255 steps=3``."""
+        shown = [f"{key}={_fraction(self.options[key])}" for key in ("eps", "steps") if key in self.options]
+        return " ".join([self.name, *shown])
+
+
+def _fraction(value: Any) -> str:
+    """8/255 rather than 0.03137: how budgets are written."""
+    if isinstance(value, float) and abs(value * 255 - round(value * 255)) < 1e-9 and round(value * 255):
+        return f"{round(value * 255)}/255"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 class TrainConfig(Config):
     """Train one multi-task model: an encoder with one decoder per task."""
 
@@ -144,6 +165,8 @@ class TrainConfig(Config):
                                     "are another model)")
     weights_path: str = execution("", "[[model]]: where its weights file is (absolute); the file is the model, "
                                       "by its SHA-256, wherever it lies")
+    defense: DefenseConfig = added(DefenseConfig(), "the training-time defence (a defence plugin and its resolved "
+                                                    "options); none: the weighted sum of the task losses")
     seed: int = seed("training seed: weight init and data order")
     data: DataConfig
     amp: bool = False
@@ -171,7 +194,8 @@ class TrainConfig(Config):
             return f"measure {self.encoder} [{'+'.join(self.codes)}] from {self.factory}"
         code = dict(zip(self.tasks, self.codes))
         also = "".join(f", also [{'+'.join(code[t] for t in order)}]" for order in self.also_ranked_as)
-        return f"train {self.encoder} [{'+'.join(self.codes)}] {self.weighting}{also}"
+        defense = f", {self.defense.label()}" if self.defense.name != DEFAULT_DEFENSE else ""
+        return f"train {self.encoder} [{'+'.join(self.codes)}] {self.weighting}{defense}{also}"
 
 
 class OnModelConfig(Config):
@@ -298,7 +322,7 @@ def _policy(config_type: type[Config]) -> tuple[frozenset[str], frozenset[str], 
         if extra.get("role") == Role.EXECUTION.value:
             skip.add(name)
         if extra.get("added"):
-            defaults[name] = json.loads(json.dumps(info.default))
+            defaults[name] = _plain(info.default)
         if isinstance(info.annotation, type) and issubclass(info.annotation, Config):
             nested[name] = info.annotation
     return frozenset(seeds), frozenset(skip), defaults, nested

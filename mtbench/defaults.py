@@ -39,6 +39,9 @@ ADVICE_ENCODER = "resnet50"
 SURROGATE_ENCODER = "resnet18"
 """The small encoder of the advisor's surrogate proxy."""
 
+DEFAULT_DEFENSE = "none"
+"""The defence of a grid that names none: today's training, the weighted sum of the task losses."""
+
 KIT_TASKS = ("segment_semantic", "depth_zbuffer")
 """The tasks ``mtbench.testing.check_attack`` attacks unless told: one classification, one regression."""
 
@@ -49,7 +52,7 @@ PAPER_SIZES: dict[str, tuple[float, float]] = {
 """Encoder -> (parameters in millions, GMACs) of the paper's two-decoder models at 256 px."""
 
 REQUIRED = {"attack": (PAPER_ATTACK,), "objective": (DEFAULT_OBJECTIVE, WEIGHTED_OBJECTIVE),
-            "dataset": (DEFAULT_DATASET,)}
+            "dataset": (DEFAULT_DATASET,), "defense": (DEFAULT_DEFENSE,)}
 """What a run needs registered, by plugin kind, whatever its grid says (defaults fill gaps)."""
 
 

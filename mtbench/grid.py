@@ -20,7 +20,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from mtbench.configs import AnalysisConfig, AttackConfig, DataConfig, TrainConfig, TrialConfig, TrialKind
+from mtbench.configs import (
+    AnalysisConfig,
+    AttackConfig,
+    DataConfig,
+    DefenseConfig,
+    TrainConfig,
+    TrialConfig,
+    TrialKind,
+)
 from mtbench.defaults import DEFAULT_DATASET, DEFAULT_OBJECTIVE, PAPER_ATTACK, WEIGHTED_OBJECTIVE
 from mtbench.errors import ConfigError, MtbenchError
 from mtbench.plugins import Plugins
@@ -29,12 +37,13 @@ from mtbench.settings import (
     MAX_GRID_BYTES,
     SCHEDULE_KEYS,
     AttackSection,
+    DefenseTable,
     GridModel,
     SourceModel,
     TrainSection,
     Weighting,
 )
-from mtbench.specs import TaskSpec
+from mtbench.specs import DefenseOptionError, TaskSpec
 
 
 @dataclass(frozen=True)
@@ -212,6 +221,7 @@ def check_settings(g: GridModel, plugins: Plugins, path: Path = Path("grid")) ->
             if len(tasks) > 1 and _optimal_pair(tasks, plugins) is None:
                 add(f"train.weighting[{i}]", _not_in_table(tasks, plugins))
     problems += [(f"{path.name}: {key}", msg) for key, msg in _schedule_problems(g)]
+    problems += [(f"{path.name}: {key}", msg) for key, msg in _defense_problems(g, task_sets, plugins)]
     buildings = [f"{split}_buildings" for split in ("train", "val", "test") if getattr(g.data, f"{split}_buildings")]
     if g.data.split_file and buildings:
         add("data.split_file", f"give split_file or {', '.join(buildings)}, not both")
@@ -242,6 +252,43 @@ def _schedule_problems(g: GridModel) -> list[tuple[str, str]]:
         problems += [(f"attack[{i}].epochs", f"the models keep no snapshot at epoch {e}: add {e} to train.snapshots "
                                               f"(they keep epochs {kept})") for e in a.epochs or [] if e not in kept]
     return problems
+
+
+def _defense_key(g: GridModel, i: int) -> str:
+    return "train.defense" if len(g.train.defense) == 1 else f"train.defense[{i}]"
+
+
+def _defense_problems(g: GridModel, task_sets: list[list[str]], plugins: Plugins) -> list[tuple[str, str]]:
+    """Each defence's options, as the defence resolves them for each task set of [train] (one message per
+    defence and option, however many task sets refuse it)."""
+    problems: list[tuple[str, str]] = []
+    for i, table in enumerate(g.train.defense):
+        for tasks in task_sets:
+            try:
+                resolve_defense(table, tasks, plugins)
+            except DefenseOptionError as exc:
+                problems.append((f"{_defense_key(g, i)}.{exc.option}", str(exc)))
+            except (ValueError, TypeError, MtbenchError) as exc:
+                problems.append((_defense_key(g, i), str(exc)))
+    return list(dict.fromkeys(problems))
+
+
+def resolve_defense(table: DefenseTable, tasks: list[str], plugins: Plugins) -> DefenseConfig:
+    """A ``[train] defense`` table for a model of ``tasks`` (main task first): the defence's resolved options
+    (``DefenseSpec.validate``; a defence without it takes none), whose ``attack`` and ``objective``, if
+    any, must be registered. Raises ``DefenseOptionError`` (``ValueError``) or ``MtbenchError``."""
+    spec = plugins.defenses.get(table.name)
+    options = table.options
+    if spec.validate is None:
+        for option in options:
+            raise DefenseOptionError(option, f"defence {spec.name!r} takes no options")
+        return DefenseConfig(name=spec.name)
+    resolved = dict(spec.validate(options, [plugins.tasks.get(t) for t in tasks]))
+    for option, registry in (("attack", plugins.attacks), ("objective", plugins.objectives)):
+        name = resolved.get(option)
+        if isinstance(name, str) and name not in registry:
+            raise DefenseOptionError(option, registry.unknown_message(name))
+    return DefenseConfig(name=spec.name, options=resolved)
 
 
 def _loss_refuses(task: TaskSpec, options: dict[str, Any]) -> str | None:
@@ -331,6 +378,13 @@ def _check_names(path: Path, raw: dict, plugins: Plugins) -> list[tuple[str, str
         if isinstance(w, dict):
             for name in w:
                 resolve_task(name, f"train.weighting[{i}].{name}")
+    defenses = train.get("defense")
+    for i, d in enumerate(defenses if isinstance(defenses, list) else [defenses] if defenses is not None else []):
+        key = f"train.defense[{i}]" if isinstance(defenses, list) else "train.defense"
+        name = d.get("name") if isinstance(d, dict) else d
+        if isinstance(name, str) and name not in plugins.defenses:
+            problems.append((where(key + (".name" if isinstance(d, dict) else "")),
+                             plugins.defenses.unknown_message(name)))
     loss_options = train.get("loss_options")
     for name in loss_options if isinstance(loss_options, dict) else {}:
         resolve_task(name, f"train.loss_options.{name}")
@@ -522,16 +576,20 @@ def merge_orders(configs: list[TrainConfig]) -> list[TrainConfig]:
 
 def _train_configs(g: GridModel, data: DataConfig, plugins: Plugins) -> list[TrainConfig]:
     configs = []
-    for encoder, task_set, weighting, seed in itertools.product(g.train.encoders, g.train.task_sets,
-                                                                 g.train.weighting, g.train.seeds or [g.run.seed]):
+    for encoder, task_set, weighting, defense, seed in itertools.product(
+            g.train.encoders, g.train.task_sets, g.train.weighting, g.train.defense, g.train.seeds or [g.run.seed]):
         tasks = task_set_names(task_set, plugins)
         label, weights = train_weights(weighting, tasks, g.train.aux_weight, plugins)
+        try:
+            resolved = resolve_defense(defense, tasks, plugins)
+        except (ValueError, TypeError) as exc:  # check_settings has said why, with its key
+            raise ConfigError([("train.defense", str(exc))]) from None
         configs.append(TrainConfig(
             encoder=encoder, tasks=tasks, codes=[plugins.tasks.get(t).code for t in tasks], weighting=label,
             weights=weights, epochs=g.train.epochs, batch_size=g.train.batch_size, **optimizer_settings(g.train),
             snapshots=g.train.snapshots, architecture=plugins.encoders.get(encoder).revision, seed=seed, data=data,
             amp=g.train.amp, channels_last=g.train.channels_last, val_every=g.train.val_every,
-            head_init=g.train.head_init,
+            head_init=g.train.head_init, defense=resolved,
             loss_options={plugins.tasks.resolve(k): v for k, v in sorted(g.train.loss_options.items())
                           if plugins.tasks.resolve(k) in tasks}))
     return configs
@@ -621,10 +679,14 @@ def source_model(source: SourceModel, model: Trial, models: list[Trial], g: Grid
         weighting = cfg.weights
     label, _ = train_weights(weighting, tasks, g.train.aux_weight, plugins)
     encoder = source.encoder or cfg.encoder
+    table = next((d for d in g.train.defense if resolve_defense(d, list(cfg.tasks), plugins) == cfg.defense), None)
+    defense = cfg.defense if table is None else resolve_defense(table, tasks, plugins)  # the same defence's
     for m in models:
         c = m.config
         orders = [list(c.tasks), *map(list, c.also_ranked_as)]
-        if (c.encoder, c.weighting, c.seed, c.epochs) == (encoder, label, cfg.seed, cfg.epochs) and tasks in orders:
+        same = (c.encoder, c.weighting, c.seed, c.epochs, c.defense) == (encoder, label, cfg.seed, cfg.epochs,
+                                                                        defense)
+        if same and tasks in orders:
             return None if m.id == model.id else m
     raise ConfigError([("attack.source", f"{source.model_dump(exclude_none=True)}: no model of "
                         f"[train] has encoder {encoder!r}, tasks {tasks} and weighting {label!r}")])

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import pluggy
 
-from mtbench.specs import AttackSpec, DatasetSpec, EncoderSpec, ObjectiveSpec, TaskSpec
+from mtbench.specs import AttackSpec, DatasetSpec, DefenseSpec, EncoderSpec, ObjectiveSpec, TaskSpec
 
 hookspec = pluggy.HookspecMarker("mtbench")
 
@@ -73,4 +73,20 @@ def mtbench_register_datasets() -> list[DatasetSpec]:
     (``prepare(data, cache_dir) -> root``) and opens a split of it
     (``open(root, data, split, tasks, image_size, limit) -> Dataset``); an optional cheap
     ``check(data)`` refuses bad settings before a run does any work.
+    """
+
+
+@hookspec
+def mtbench_register_defenses() -> list[DefenseSpec]:
+    """Return the training-time defences this plugin provides (a grid picks one per model with
+    ``[train] defense = {name = "...", ...}``; ``none`` is today's training).
+
+    A :class:`~mtbench.specs.DefenseSpec`'s ``loss`` gets a :class:`~mtbench.specs.DefenseRequest` for
+    every training batch: the model in train mode, the batch (images, targets, masks), the tasks with their
+    loss options (main task first), the weighting, the grid's options of the defence (as its
+    ``validate(options, tasks)`` resolved them), a seeded generator, and an attack handle ``craft(...)``
+    that runs any registered attack and objective on the model (in eval mode, parameters frozen,
+    BatchNorm statistics untouched) and returns the adversarial images. It returns a
+    :class:`~mtbench.specs.DefenseStep`: the loss to back-propagate and the per-task losses to log.
+    ``mtbench.testing.check_defense`` checks the contract.
     """

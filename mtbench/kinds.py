@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from mtbench.specs import AttackSpec, DatasetSpec, EncoderSpec, ObjectiveSpec, TaskSpec
+from mtbench.specs import AttackSpec, DatasetSpec, DefenseSpec, EncoderSpec, ObjectiveSpec, TaskSpec
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,9 @@ KINDS: tuple[Kind, ...] = (
          lambda s: f"{s.exact_targets} target(s)" if s.exact_targets else "any targets"),
     Kind("dataset", "mtbench_register_datasets", DatasetSpec, "datasets",
          "a source of samples in the Taskonomy layout", lambda s: ""),
+    Kind("defense", "mtbench_register_defenses", DefenseSpec, "defenses",
+         "a training-time defence: the loss of a training step, which may craft adversarial examples with any "
+         "attack", lambda s: "options" if s.validate is not None else "no options"),
 )
 
 BY_NAME: dict[str, Kind] = {kind.name: kind for kind in KINDS}

@@ -20,7 +20,7 @@ import pluggy
 from mtbench import hookspecs
 from mtbench.errors import PluginError
 from mtbench.kinds import KINDS, Kind
-from mtbench.specs import AttackSpec, DatasetSpec, EncoderSpec, ObjectiveSpec, TaskSpec
+from mtbench.specs import AttackSpec, DatasetSpec, DefenseSpec, EncoderSpec, ObjectiveSpec, TaskSpec
 
 GROUP = "mtbench"
 
@@ -115,6 +115,7 @@ class Plugins:
     attacks: Registry[AttackSpec]
     objectives: Registry[ObjectiveSpec]
     datasets: Registry[DatasetSpec]
+    defenses: Registry[DefenseSpec]
     distributions: dict[str, str]  # plugin name -> distribution
 
     def by_kind(self) -> dict[str, Registry[Any]]:

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-from mtbench.defaults import DEFAULT_DATASET, DEFAULT_OBJECTIVE, PAPER_ATTACK
+from mtbench.defaults import DEFAULT_DATASET, DEFAULT_DEFENSE, DEFAULT_OBJECTIVE, PAPER_ATTACK
 
 
 def number(value: Any) -> Any:
@@ -134,6 +134,28 @@ SCHEDULE_KEYS = ("optimizer", "lr", "momentum", "weight_decay", "lr_milestones",
 """The keys a named schedule sets."""
 
 
+class DefenseTable(BaseModel):
+    """One defence of ``[train] defense``: ``name`` (a defence plugin) and that defence's own options,
+    which the defence validates (``DefenseSpec.validate``)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
+
+    name: Label = Field(description="a defence plugin: none, pgd-at, gat, ...")
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+def _defense_tables(value: Any) -> Any:
+    """A name, a table or a list of them -> a list of tables."""
+    items = value if isinstance(value, list) else [value]
+    return [{"name": item} if isinstance(item, str) else item for item in items]
+
+
+Defenses = Annotated[list[DefenseTable], BeforeValidator(_defense_tables), Field(min_length=1, max_length=MAX_LIST)]
+
+
 class TrainSection(Section):
     encoders: Names = Field(description="encoder plugins, e.g. [\"resnet18\", \"xception\"]")
     task_sets: list[str | list[str]] = Field(min_length=1, max_length=MAX_LIST,
@@ -177,6 +199,11 @@ class TrainSection(Section):
     channels_last: bool = Field(False, description="channels-last memory layout for training")
     loss_options: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per task, keyword "
                                                     "arguments of its loss: {s = {class_weights = \"paper\"}}")
+    defense: Defenses = Field(default_factory=lambda: [DefenseTable(name=DEFAULT_DEFENSE)], description=(
+        "the training-time defence: a defence plugin's name, or a table of its name and options "
+        "({name = \"pgd-at\", eps = \"4/255\", steps = 3, targets = \"main\"}), or a list of them (each "
+        "a separate model); none: the weighted sum of the task losses. docs/plugins.md (A defence) lists the "
+        "built-ins' options"))
 
 
 class SourceModel(Section):

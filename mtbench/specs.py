@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
@@ -278,3 +278,94 @@ class DatasetSpec:
     check: CheckData | None = None
     revision: str = ""  # changes when the same settings would give other samples (a generator's version):
     # part of every trial id (DataConfig.revision), so models of other data are other models
+
+
+class Craft(Protocol):
+    """A defence's attack handle (:attr:`DefenseRequest.craft`): run any registered attack and objective on
+    the model being trained and return the adversarial images (detached, the shape of ``images``).
+
+    It crafts in eval mode with every parameter frozen (``requires_grad`` off, so no parameter gradient
+    accumulates and BatchNorm's running statistics stay as they are), then puts the model back in train
+    mode with its ``requires_grad`` flags. ``attacked`` defaults to every task of the model, ``images``
+    to the request's, ``step_size`` to ``eps / 4``; random starts draw from the request's generator."""
+
+    def __call__(self, *, attack: str = "pgd-linf", eps: float, steps: int = 10, step_size: float | None = None,
+                 attacked: Sequence[str] | None = None, objective: str = "sum",
+                 weights: Mapping[str, float] | None = None, random_start: bool = True, restarts: int = 1,
+                 images: torch.Tensor | None = None, options: Mapping[str, Any] | None = None) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class DefenseRequest:
+    """One training step's batch and everything a defence may use to make its loss; built by the trainer
+    (and by ``mtbench.testing.check_defense``), read by defence plugins.
+
+    The model is in train mode. ``tasks`` are the model's tasks, main task first, with their training loss
+    options bound; ``weights`` is the grid's weighting (task -> weight); ``options`` are the grid's options
+    of this defence, as its ``validate`` resolved them."""
+
+    model: nn.Module
+    images: torch.Tensor
+    targets: Mapping[str, torch.Tensor]
+    masks: Mapping[str, torch.Tensor]
+    tasks: Mapping[str, TaskSpec]
+    weights: Mapping[str, float]
+    options: Mapping[str, Any]
+    craft: Craft
+    generator: torch.Generator
+    """Seeded per epoch and batch: draw any randomness from it, so that a resumed training is the same."""
+
+    def losses(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-sample loss (B,) of every task at ``images``, the model in its current mode."""
+        outputs = self.model(images)
+        return {t: spec.loss(outputs[t], self.targets[t], self.masks[t]) for t, spec in self.tasks.items()}
+
+    def weighted(self, losses: Losses) -> torch.Tensor:
+        """The weighting's training loss: the weighted sum of each task's batch-mean loss."""
+        return sum(self.weights[t] * losses[t].mean() for t in self.tasks)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class DefenseStep:
+    """What a defence's loss returns for one training step."""
+
+    total: torch.Tensor
+    """The 0-dim loss the trainer back-propagates."""
+    losses: Losses
+    """Per task, the per-sample loss (B,) the step trained on (logged as the epoch's training losses)."""
+
+
+class DefenseLoss(Protocol):
+    """The loss of one training step, from the batch, the model and the defence's options."""
+
+    def __call__(self, request: DefenseRequest) -> DefenseStep: ...
+
+
+class ResolveOptions(Protocol):
+    """A grid's options of a defence for a model of these tasks (main task first) -> every option resolved
+    (defaults filled in, task codes as names): what the training trial's id holds and its loss gets.
+    Raises :class:`DefenseOptionError` (or ``ValueError``) for an option it refuses."""
+
+    def __call__(self, options: Mapping[str, Any], tasks: Sequence[TaskSpec]) -> dict[str, Any]: ...
+
+
+class DefenseOptionError(ValueError):
+    """A defence refuses one of its options; the grid reports it at ``train.defense.<option>``."""
+
+    def __init__(self, option: str, message: str):
+        self.option = option
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class DefenseSpec:
+    """A training-time defence: ``loss(request) -> DefenseStep`` replaces a training step's weighted sum of
+    the task losses. ``validate(options, tasks)`` resolves the grid's options for a model; a defence
+    without it takes no options. Resolved options that name an ``attack`` or an ``objective`` are checked
+    against the registries when the grid is read. Its loss may craft adversarial examples with the
+    request's :class:`Craft` handle."""
+
+    name: str
+    loss: DefenseLoss
+    description: str = ""
+    validate: ResolveOptions | None = None

@@ -3,25 +3,30 @@
 ``tiny_encoder_spec()`` is a two-layer encoder small enough for unit tests; ``tiny_model`` builds
 a multi-task model on it; ``fake_batch`` makes a random batch with targets and masks shaped for
 any task set; ``attack_request`` wraps them for an attack, as the evaluator does. The contract
-checks ``check_task``, ``check_attack``, ``check_objective`` and ``check_encoder`` raise
+checks ``check_task``, ``check_attack``, ``check_objective``, ``check_encoder`` and ``check_defense`` raise
 ``AssertionError`` with a message saying what a plugin got wrong. ``mtbench.pytest_plugin`` offers
 the same as pytest fixtures.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from mtbench.defaults import DEFAULT_OBJECTIVE, KIT_TASKS
+from mtbench.defend import defense_request
 from mtbench.models import MultiTaskModel
 from mtbench.plugins import Plugins, get_plugins
 from mtbench.specs import (
     AdaptiveObjective,
     AttackRequest,
     AttackSpec,
+    DefenseSpec,
+    DefenseStep,
     EncoderSpec,
     MetricSpec,
     ObjectiveSpec,
@@ -264,3 +269,78 @@ def check_encoder(spec: EncoderSpec, size: int | None = None, channels: int = 3)
             f"{spec.name}: its decoder gives {tuple(out.shape)}, expected {(2, channels, size, size)}")
         assert torch.equal(out, MultiTaskModel(encoder, {"t": decoder}, spec.stride)(x)["t"]), (
             f"{spec.name}: outputs differ between two calls in eval mode")
+
+
+def defense_options(spec: DefenseSpec, tasks: Sequence[str], options: Mapping[str, Any] | None = None,
+                    plugins: Plugins | None = None) -> dict[str, Any]:
+    """A defence's options resolved for a model of ``tasks``, as a grid resolves them (none without ``validate``)."""
+    plugins = plugins or get_plugins()
+    if spec.validate is None:
+        assert not options, f"{spec.name}: takes no options (it has no validate), got {dict(options or {})}"
+        return {}
+    return dict(spec.validate(dict(options or {}), [plugins.tasks.get(t) for t in tasks]))
+
+
+def check_defense(spec: DefenseSpec, tasks: Sequence[str] = KIT_TASKS, options: Mapping[str, Any] | None = None,
+                  plugins: Plugins | None = None) -> DefenseStep:
+    """Assert a defence's contract on a tiny model in train mode and a ``fake_batch``, with ``options``
+    resolved by its ``validate``: a :class:`DefenseStep` whose total is a finite 0-dim tensor that gives
+    every parameter a finite gradient (some of them non-zero), per-sample losses (B,) of every task, the
+    model in train mode afterwards; and at every call of the attack handle: the model in eval mode with
+    no parameter requiring a gradient while it crafts, its BatchNorm statistics unchanged and no parameter
+    gradient accumulated by crafting, train mode and ``requires_grad`` restored after. Returns the step."""
+    plugins = plugins or get_plugins()
+    resolved = defense_options(spec, tasks, options, plugins)
+    model = tiny_model(list(tasks), plugins).train()
+    batch = fake_batch(list(tasks), size=16, batch=3, plugins=plugins)
+    specs = {t: plugins.tasks.get(t) for t in tasks}
+    request = defense_request(model, batch, specs, {t: 1.0 / len(tasks) for t in tasks}, resolved, plugins,
+                              torch.Generator().manual_seed(0))
+    name = spec.name
+    seen: list[tuple[bool, bool]] = []  # (training, any parameter requiring a gradient) at each crafting forward
+
+    def spy(module: nn.Module, args: Any) -> None:
+        if crafting:
+            seen.append((module.training, any(p.requires_grad for p in module.parameters())))
+
+    def craft(**kwargs: Any) -> torch.Tensor:
+        nonlocal crafting
+        buffers = {k: v.clone() for k, v in model.named_buffers()}
+        grads = {k: None if p.grad is None else p.grad.clone() for k, p in model.named_parameters()}
+        crafting = True
+        try:
+            adversarial = request.craft(**kwargs)
+        finally:
+            crafting = False
+        assert model.training, f"{name}: the model is not in train mode after crafting"
+        assert all(p.requires_grad for p in model.parameters()), f"{name}: crafting left parameters frozen"
+        for k, v in model.named_buffers():
+            assert torch.equal(v, buffers[k]), f"{name}: crafting changed the model's {k} (BatchNorm statistics)"
+        for k, p in model.named_parameters():
+            same = p.grad is None if grads[k] is None else p.grad is not None and torch.equal(p.grad, grads[k])
+            assert same, f"{name}: crafting gave the parameter {k} a gradient"
+        assert adversarial.shape == batch[0].shape, f"{name}: crafted {tuple(adversarial.shape)} images"
+        return adversarial
+
+    crafting = False
+    hook = model.register_forward_pre_hook(spy)
+    try:
+        step = spec.loss(dataclasses.replace(request, craft=craft))
+    finally:
+        hook.remove()
+    assert not any(training or unfrozen for training, unfrozen in seen), (
+        f"{name}: crafting ran the model in train mode or with parameters requiring gradients")
+    assert isinstance(step, DefenseStep), f"{name}: the loss must return a DefenseStep, got {type(step).__name__}"
+    total = step.total
+    assert isinstance(total, torch.Tensor) and total.ndim == 0, f"{name}: total must be a 0-dim tensor, got {total!r}"
+    assert torch.isfinite(total), f"{name}: total is not finite ({total})"
+    assert total.requires_grad, f"{name}: total has no gradient for the parameters"
+    assert set(step.losses) == set(tasks), f"{name}: losses are for {sorted(step.losses)}, expected {sorted(tasks)}"
+    for t, v in step.losses.items():
+        assert v.shape == (3,), f"{name}: the loss of {t} must be per sample (B,) = (3,), got {tuple(v.shape)}"
+    assert model.training, f"{name}: the model is not in train mode after the loss"
+    total.backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is None or torch.isfinite(g).all() for g in grads), f"{name}: a parameter's gradient is not finite"
+    assert any(g is not None and g.abs().sum() > 0 for g in grads), f"{name}: no parameter gets a gradient"
+    return step

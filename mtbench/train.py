@@ -12,6 +12,8 @@ from torch.utils.data import DataLoader
 from mtbench.baseline import evaluate_constants, fit_constants, fit_priors
 from mtbench.configs import TrainConfig
 from mtbench.context import TrialContext
+from mtbench.defaults import DEFAULT_DEFENSE
+from mtbench.defend import batch_generator, defense_request
 from mtbench.errors import TrainingError
 from mtbench.measure import aggregated_values, statistics_of
 from mtbench.models import (
@@ -163,6 +165,7 @@ def _fit(config: TrainConfig, trial_id: str, ctx: TrialContext, tasks, train_set
         model = model.to(memory_format=torch.channels_last)
     opt, sched = make_optimizer(config, model.parameters())
     weights = config.weights
+    defense = ctx.plugins.defenses.get(config.defense.name)  # none: the weighted sum of the task losses
     use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
@@ -182,8 +185,10 @@ def _fit(config: TrainConfig, trial_id: str, ctx: TrialContext, tasks, train_set
         pending: list[tuple[int, int, torch.Tensor, dict[str, torch.Tensor]]] = []
         for batch_index, batch in enumerate(train_loader):
             with torch.autocast(device.type, enabled=use_amp):
-                _, losses = per_task_losses(model, batch, tasks, device)
-                total = sum(weights[t] * losses[t].mean() for t in tasks)
+                request = defense_request(model, to_device(batch, device), tasks, weights, config.defense.options,
+                                          ctx.plugins, batch_generator(config.seed, epoch, batch_index))
+                step = defense.loss(request)
+                total, losses = step.total, step.losses
             pending.append((batch_index, batch[0].shape[0], total.detach(), {t: v.detach() for t, v in losses.items()}))
             if device.type in READ_EACH_BATCH:
                 seen += _tally(pending, sums, epoch, config.lr)  # a non-finite loss stops before its step
@@ -225,6 +230,7 @@ def _sidecar_facts(config: TrainConfig, device: torch.device) -> dict:
 
     return {"image_size": config.data.image_size, "weighting": config.weighting, "weights": dict(config.weights),
             "epochs": config.epochs, "seed": config.seed, "head_init": config.head_init,
+            **({"defense": config.defense.record()} if config.defense.name != DEFAULT_DEFENSE else {}),
             "versions": current(device),
             **({"factory": config.factory, "weights_sha256": config.weights_sha256} if config.external else {})}
 

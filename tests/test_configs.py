@@ -127,3 +127,23 @@ def test_a_database_of_the_previous_version_keeps_its_done_trials(grid, tmp_path
     kept = {i: s for i, s in after.items() if i not in {t.id for t in grid.trials}}
     assert sorted(kept.values()) == sorted(before.values()) and set(train_ids) - set(before) <= set(after)
     assert all(after[t.id] == "done" for t in grid.trials)
+
+
+MAIN_IDS_BEFORE_DEFENCES = {  # computed on main at 1e2e6b5, before [train] defense existed
+    "train resnet18 [s] uniform": "ec2a4214289925e7",
+    "train resnet18 [s+d] uniform": "61a1b0650c6ea19d",
+    "attack pgd-linf eps=0.03137 steps=2 on [d] of 61a1b065": "64c78259443b1229",
+    "gradient analysis of 61a1b065 (adversarial points: pgd-linf eps=0.03137)": "b1fd246275f494e3",
+}
+
+
+def test_a_grid_without_a_defence_keeps_the_ids_it_had(grid):
+    """TrainConfig.defense is an added field: at its default (none, no options) it is not in the id."""
+    ids = {t.label(): t.id for t in grid.trials}
+    assert {label: ids[label] for label in MAIN_IDS_BEFORE_DEFENCES} == MAIN_IDS_BEFORE_DEFENCES
+    train = grid.train_trials[1].config
+    assert train.defense.name == "none" and "defense" not in train.identity()
+    defended = train.model_copy(update={"defense": train.defense.model_copy(update={"name": "pgd-at"})})
+    assert defended.id != train.id and defended.identity()["defense"] == {"name": "pgd-at", "options": {}}
+    assert setting_id("train", defended, {}) != setting_id("train", train, {})
+    assert parse_config("train", defended.record()) == defended

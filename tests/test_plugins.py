@@ -137,7 +137,8 @@ def test_plugins_command_lists_items_with_providers():
     rows = json.loads(result.stdout)
     tasks = {r["name"]: r for r in rows if r["kind"] == "task"}
     assert len(tasks) == 11 and "code s, 17 ch" in tasks["segment_semantic"]["details"]
-    assert {r["kind"] for r in rows} == {"encoder", "task", "attack", "objective", "dataset"}
+    assert {r["kind"] for r in rows} == {"encoder", "task", "attack", "objective", "dataset", "defense"}
+    assert {r["name"] for r in rows if r["kind"] == "defense"} >= {"none", "pgd-at", "gat"}
     assert all(r["provider"].startswith("mtbench") for r in rows)
     table = run_cli("plugins")
     assert table.returncode == 0 and "wide_resnet50_2" in table.stdout

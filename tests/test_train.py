@@ -118,20 +118,21 @@ def test_losses_read_at_the_epoch_end_give_the_same_rows_and_the_same_error(tmp_
     per batch): the same train losses to the bit, and a non-finite loss names the same batch."""
     import mtbench.train as train
     from mtbench.errors import TrainingError
+    from mtbench.specs import DefenseRequest
 
     trial = load_grid_text(grid_text(2, None), tmp_path / "grid.toml", plugins).train_trials[0]
-    real = train.per_task_losses
+    real = DefenseRequest.losses  # what the training step's defence (none) computes its losses with
     poison = {"at": None, "calls": 0}
 
-    def poisoned(model, batch, tasks, device):
-        outputs, losses = real(model, batch, tasks, device)
-        if model.training:
+    def poisoned(request, images):
+        losses = real(request, images)
+        if request.model.training:
             poison["calls"] += 1
             if poison["calls"] == poison["at"]:
                 losses = {t: v * float("nan") for t, v in losses.items()}
-        return outputs, losses
+        return losses
 
-    monkeypatch.setattr(train, "per_task_losses", poisoned)
+    monkeypatch.setattr(DefenseRequest, "losses", poisoned)
 
     def run(name: str):
         poison.update(at=None, calls=0)

@@ -53,9 +53,12 @@ def test_nan_loss_fails_the_trial_with_a_clear_error(tmp_path):
     assert "training loss became" in result.stderr and "lower the lr" in result.stderr
 
 
-def test_killed_training_resumes_at_its_last_epoch(tmp_path):
+@pytest.mark.parametrize("defense", ["", 'defense = {name = "pgd-at", steps = 1}'], ids=["none", "pgd-at"])
+def test_killed_training_resumes_at_its_last_epoch(tmp_path, defense):
+    """A defence's random starts are drawn per epoch and batch: a resumed training crafts what an
+    uninterrupted one crafts."""
     grid = tmp_path / "grid.toml"
-    grid.write_text(GRID.format(epochs=4, lr=1e-3))
+    grid.write_text(GRID.format(epochs=4, lr=f"1e-3\n{defense}"))
     straight = tmp_path / "straight"
     assert run_cli("run", str(grid), "--out", str(straight)).returncode == 0
 

@@ -1,8 +1,9 @@
-"""mtbench-extras: one task and one attack, registered exactly like mtbench's own plugins."""
+"""mtbench-extras: one task, one attack and one defence, registered exactly like mtbench's own plugins."""
 
 from mtbench import hookimpl
 from mtbench_extras.colorization import COLORIZATION
 from mtbench_extras.mifgsm import MI_FGSM
+from mtbench_extras.noise import NOISE_AT
 
 
 @hookimpl
@@ -13,3 +14,8 @@ def mtbench_register_tasks():
 @hookimpl
 def mtbench_register_attacks():
     return [MI_FGSM]
+
+
+@hookimpl
+def mtbench_register_defenses():
+    return [NOISE_AT]
