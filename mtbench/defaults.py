@@ -66,6 +66,13 @@ def check_defaults(plugins: Plugins) -> None:
                           "(reinstall mtbench: `pip install -e .` registers the built-ins)")
 
 
+MASKING_ATTACKS = ("apgd-linf", "ensemble-linf")
+"""The adaptive attacks every model of a grid with a defence also gets, on its main task at the grid's L-inf
+budgets: a defended model whose error under the ensemble exceeds its error under PGD by more than
+``MASKING_MARGIN`` (relative) is flagged, its robustness an artefact of masked gradients."""
+
+MASKING_MARGIN = 0.10
+
 PAPER_ADAPTIVE_ATTACK = "apgd-linf"
 """The paper's Auto-PGD (the ``apgd`` column of its Table 2; an adaptive attack of ``mtbench claims``)."""
 

@@ -29,7 +29,14 @@ from mtbench.configs import (
     TrialConfig,
     TrialKind,
 )
-from mtbench.defaults import DEFAULT_DATASET, DEFAULT_OBJECTIVE, PAPER_ATTACK, WEIGHTED_OBJECTIVE
+from mtbench.defaults import (
+    DEFAULT_DATASET,
+    DEFAULT_DEFENSE,
+    DEFAULT_OBJECTIVE,
+    MASKING_ATTACKS,
+    PAPER_ATTACK,
+    WEIGHTED_OBJECTIVE,
+)
 from mtbench.errors import ConfigError, MtbenchError
 from mtbench.plugins import Plugins
 from mtbench.recipes import OPTIMAL_WEIGHTS, SCHEDULES, optimal_weight
@@ -514,7 +521,10 @@ def _expand(g: GridModel, plugins: Plugins, path: Path = Path("grid")) -> tuple[
     problems += external_problems
     models = _unique([Trial(c) for c in (configs if g.train.ordered_pairs else merge_orders(configs)) + externals])
     trials: list[Trial] = list(models)
+    defended = any(m.config.defense.name != DEFAULT_DEFENSE for m in models)
     for model in models:
+        if defended:  # gradient masking is checked, not assumed: every model of the comparison, twins too
+            trials += [Trial(c) for c in _masking_checks(g, model, plugins)]
         for i, a in enumerate(g.attack):
             configs, refused = _attack_configs(a, model, g, plugins)
             problems += [(f"{path.name}: attack[{i}].objective", msg) for msg in refused]
@@ -629,6 +639,20 @@ def _external_configs(g: GridModel, data: DataConfig, plugins: Plugins,
             optimizer="none", lr_milestones=(), seed=g.run.seed, data=data, factory=m.factory,
             weights_sha256=file_sha256(weights) if weights else "", weights_path=str(weights or "")))
     return configs, problems
+
+
+def _masking_checks(g: GridModel, model: Trial, plugins: Plugins) -> list[AttackConfig]:
+    """The adaptive attacks (:data:`MASKING_ATTACKS`) on the model's main task at each L-inf eps of the
+    grid's own attacks, with their most steps: a defended model whose error under the worst-case
+    ensemble exceeds its error under PGD hides its gradients (the report flags it)."""
+    budgets: dict[float, int] = {}
+    for a in g.attack:
+        if a.source is None and plugins.attacks.get(a.name).norm == "linf":
+            steps = max(a.steps) if isinstance(a.steps, list) else a.steps
+            budgets.update({eps: max(budgets.get(eps, 0), steps) for eps in a.eps})
+    sections = [AttackSection(name=name, eps=[eps], steps=steps, targets=[[model.config.tasks[0]]])
+                for name in MASKING_ATTACKS if name in plugins.attacks for eps, steps in sorted(budgets.items())]
+    return [c for section in sections for c in _attack_configs(section, model, g, plugins)[0]]
 
 
 def _attack_configs(a: AttackSection, model: Trial, g: GridModel,

@@ -44,15 +44,17 @@ def test_example_plugin_end_to_end(installed_example, tmp_path):
     out = tmp_path / "results"
     run = run_cli("run", str(EXAMPLE / "grid.toml"), "--out", str(out))
     assert run.returncode == 0, run.stderr
-    # four models (c and cd, each without and with noise-at); mi-fgsm on c, and on c and on d of each cd model
-    assert "10 trial(s) run" in run.stderr
+    # four models (c and cd, each without and with noise-at); mi-fgsm on c, and on c and on d of each cd model;
+    # and, since the grid trains a defence, APGD and the ensemble on each model's main task (the masking check)
+    assert "18 trial(s) run" in run.stderr
     with sqlite3.connect(out / "mtbench.db") as c:
         defenses = [json.loads(cfg)["defense"]["name"] for cfg, in c.execute(
             "select config from trials where kind = 'train' and status = 'done'")]
     assert sorted(defenses) == ["noise-at", "noise-at", "none", "none"]
     report = json.loads(run_cli("report", "--out", str(out), "--view", "attacks", "--format", "json").stdout)
     attacks = next(v for k, v in report.items() if k.startswith("Attacks"))
-    assert {r["attack"] for r in attacks} == {"mi-fgsm"} and any("v_c" in r for r in attacks)
+    assert {r["attack"] for r in attacks} == {"mi-fgsm", "apgd-linf", "ensemble-linf"} and any("v_c" in r
+                                                                                               for r in attacks)
 
 
 def test_without_the_example_its_names_are_unknown(tmp_path):

@@ -22,7 +22,8 @@ SourceArg = Annotated[Optional[str], typer.Argument(help="database URL/file, res
 EncoderOpt = Annotated[Optional[str], typer.Option(help="only this encoder")]
 ViewOpt = Annotated[Optional[list[View]], typer.Option(
     help="what to show (repeatable): leaderboard, models, attacks, paper (Tables 1, 2, per encoder), "
-         "advice (the advisor's rankings), theory (first-order predictions vs measurement), claims, all "
+         "advice (the advisor's rankings), theory (first-order predictions vs measurement), claims, defenses "
+         "(defended models beside their undefended twins, and the gradient-masking check), all "
          "[default: leaderboard + models]")]
 TaskOpt = Annotated[Optional[str], typer.Option(help="only models with this task (name or code)")]
 AttackOpt = Annotated[Optional[str], typer.Option(help="rank by this attack [default: the most common one]")]

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from mtbench.report.plots import Figure
     from mtbench.report.render import Section
 
-VIEWS = ("leaderboard", "models", "attacks", "paper", "advice", "theory", "claims")
+VIEWS = ("leaderboard", "models", "attacks", "paper", "advice", "theory", "claims", "defenses")
 """What a report can show, in the order ``--help`` lists them."""
 ALL = "all"
 DEFAULT_VIEWS = ("leaderboard", "models")
@@ -55,6 +55,12 @@ def _paper(frames: Frames, f: Filters) -> list[Section]:
         + ([] if f.transfer else paper.transfer(frames, f))
 
 
+def _defenses(frames: Frames, f: Filters) -> list[Section]:
+    from mtbench.report.defenses import defense_sections
+
+    return defense_sections(frames, f)
+
+
 def _theory(frames: Frames, f: Filters) -> list[Section]:
     from mtbench.report import theory
 
@@ -75,7 +81,7 @@ def _advice(frames: Frames, f: Filters) -> list[Section]:
 
 SECTIONS: dict[str, Callable[[Frames, Filters], list[Section]]] = {
     "leaderboard": _leaderboard, "models": _models, "attacks": _attacks, "paper": _paper, "theory": _theory,
-    "claims": _claims, "advice": _advice}
+    "defenses": _defenses, "claims": _claims, "advice": _advice}
 """Each view's sections, in the order a report prints them (tables first, the advisor's last)."""
 
 

@@ -23,7 +23,14 @@ from typing import Any
 
 import numpy as np
 
-from mtbench.defaults import PAPER_ADAPTIVE_ATTACK, PAPER_ATTACK, PAPER_ENCODER, PLAIN_OBJECTIVES, WGD_OBJECTIVE
+from mtbench.defaults import (
+    DEFAULT_DEFENSE,
+    PAPER_ADAPTIVE_ATTACK,
+    PAPER_ATTACK,
+    PAPER_ENCODER,
+    PLAIN_OBJECTIVES,
+    WGD_OBJECTIVE,
+)
 from mtbench.records import Phase
 from mtbench.report.frames import Frames
 from mtbench.report.leaderboard import (
@@ -49,7 +56,7 @@ size (the paper's Table 1 differences it calls "mixed" are mostly within it; its
 e.g. v_d 5.74 -> 1.99, are far outside)."""
 PAPER_EPS, PAPER_STEPS = 8 / 255, 25
 """The budget of the paper's main tables (Tables 1-3): L-inf PGD, eps 8/255, 25 steps."""
-TRAINING_CLAIMS = frozenset({"C1", "C4", "C6", "C7", "C8", "C9", "C10", "C13", "C14"})
+TRAINING_CLAIMS = frozenset({"C1", "C4", "C6", "C7", "C8", "C9", "C10", "C13", "C14", "D1"})
 """Claims comparing trained models (different task sets, weightings, encoders): training-seed
 variance is part of their effect, so one seed caps them at inconclusive. C2 compares two attacks
 on the same trained model, paired sample by sample: it is not capped."""
@@ -493,9 +500,26 @@ def c14(ev: Evidence) -> list[Claim]:
     return correlation_claim("C14", text, rule, points, f"eps={fraction(PAPER_EPS)}, per encoder and main task")
 
 
+def d1(ev: Evidence) -> list[Claim]:
+    """Beyond the paper (issue #23): does an auxiliary task help an adversarially trained main task? Only
+    where some model was trained with a defence; pairs hold the defence fixed (it is part of the setting)."""
+    text = "under a defence, an auxiliary task lowers the main task's v (main+aux and main alone, same defence)"
+    rule = ("v(main+aux, defended) / v(main alone, the same defence) - 1, main task attacked by PGD; supported if "
+            "the CI < 0, contradicted if > 0")
+    defended = [m for m in ev.models.values() if m["defense"] != DEFAULT_DEFENSE]
+    if not defended:
+        return []
+    pairs = [(a, b) for a, b in auxiliary_pairs(ev, lambda e: True, "main")
+             if ev.models[b["model"]]["defense"] != DEFAULT_DEFENSE]
+    if not pairs:
+        return [_not_enough("D1", text, rule, "no single- and two-task models trained with the same defence")]
+    return paired_claims(ev, "D1", text, rule, pairs, below_zero,
+                         stratum_extra=lambda r: {"defense": ev.models[r["model"]]["defense"]})
+
+
 def evaluate_claims(frames: Frames, f: Filters) -> list[Claim]:
     ev = Evidence(frames, f)
-    return [*c1(ev), *c2(ev), *c4(ev), *c6_c7(ev), *c8(ev), *c9(ev), *c10(ev), *c13(ev), *c14(ev)]
+    return [*c1(ev), *c2(ev), *c4(ev), *c6_c7(ev), *c8(ev), *c9(ev), *c10(ev), *c13(ev), *c14(ev), *d1(ev)]
 
 
 def claim_rows(claims: list[Claim]) -> list[dict[str, Any]]:

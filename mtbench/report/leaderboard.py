@@ -16,7 +16,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mtbench.configs import PARENT_KEYS, setting_part
+from mtbench.configs import PARENT_KEYS, DefenseConfig, setting_part
+from mtbench.defaults import DEFAULT_DEFENSE
 from mtbench.records import Phase
 from mtbench.report.frames import Frames
 from mtbench.report.render import Section
@@ -67,9 +68,12 @@ def model_info(frames: Frames, f: Filters | None = None) -> dict[str, dict[str, 
     f = f or Filters()
     sizes = {r["trial_id"]: r for r in frames.models.to_pylist()} if frames.models.num_rows else {}
     out = {}
-    trained = _without_config(done(frames, "train")).to_pylist()
+    trained_table = done(frames, "train")
+    defenses = defense_labels(trained_table)
+    trained = _without_config(trained_table).to_pylist()
     codes = {r["id"]: r["codes"] for r in trained}
     for r in trained:
+        r["defense"] = defenses.get(r["id"], DEFAULT_DEFENSE)
         names = (r["task_names"] or "").split(",")
         if f.encoder and r["encoder"] != f.encoder:
             continue
@@ -159,8 +163,23 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def model_name(r: dict) -> str:
-    """``resnet18/sd/uniform``: encoder, task codes (main task first), weighting."""
-    return f"{r.get('encoder')}/{r.get('codes')}/{r.get('weighting')}"
+    """``resnet18/sd/uniform``: encoder, task codes (main task first), weighting; and its defence, if any
+    (``resnet18/sd/uniform [pgd-at eps=4/255 steps=3]``)."""
+    defense = r.get("defense") or DEFAULT_DEFENSE
+    return f"{r.get('encoder')}/{r.get('codes')}/{r.get('weighting')}" + \
+        (f" [{defense}]" if defense != DEFAULT_DEFENSE else "")
+
+
+def defense_labels(trained: pa.Table) -> dict[str, str]:
+    """Training trial id -> its defence's label, for the trials trained with one (the others: none).
+    Only their configs are parsed: a text search finds them."""
+    if trained.num_rows == 0 or "config" not in trained.column_names:
+        return {}
+    defended = trained.filter(pc.and_(pc.match_substring(trained["config"], '"defense"'),
+                                      pc.invert(pc.match_substring_regex(
+                                          trained["config"], rf'"defense":\s*{{"name":\s*"{DEFAULT_DEFENSE}"'))))
+    return {i: DefenseConfig.model_validate(json.loads(c)["defense"]).label()
+            for i, c in zip(defended["id"].to_pylist(), defended["config"].to_pylist())}
 
 
 def attack_table(frames: Frames, models: dict[str, dict], f: Filters) -> pa.Table:
@@ -228,6 +247,9 @@ def leaderboard(frames: Frames, f: Filters) -> Section:
     names = distinct_names({k: items[0]["m"]["name"] for k, items in groups.items()},
                             {k: setting[items[0]["r"]["id"]] for k, items in groups.items()})
     rows = [{**_board_row(names[k], items), "metric": f.metric} for k, items in groups.items()]
+    defended = any(r["defense"] != DEFAULT_DEFENSE for r in rows)  # a column only where some model has one
+    rows = [{**{k: v for k, v in r.items() if k != "defense"}, **({"defense": r["defense"]} if defended else {})}
+            for r in rows]
     sort = f.sort or "v"
     rows.sort(key=lambda r: (r["main"], _tier(r), r.get(sort) is None, r.get(sort) if r.get(sort) is not None else 0))
     ranked, previous, rank = [], None, 0
@@ -285,7 +307,7 @@ def _board_row(name: str, items: list[dict]) -> dict[str, Any]:
         "adv_err": _mean(i["adv"] for i in items), "v": _mean(vs),
         "std": statistics.stdev(vs) if len(vs) > 1 else None,
         "params_M": _round(m["parameters"], 1e6, 2), "MACs_G": _round(m["macs"], 1e9, 3),
-        "suspect": any(i["suspect"] for i in items), "setting_id": r["setting_id"],
+        "suspect": any(i["suspect"] for i in items), "setting_id": r["setting_id"], "defense": m["defense"],
         **settings_columns(m, r),
     }
 
@@ -326,10 +348,14 @@ def model_rows(frames: Frames, f: Filters) -> Section:
             row[f"err_{code}"] = clean.get((tid, name))
             row[f"const_{code}"] = const.get((tid, name))
         row["suspect"] = bool(m.get("suspect"))  # e.g. a task without valid test pixels: its error means nothing
+        row["defense"] = m["defense"]
         if m.get("factory"):  # a [[model]]: where it comes from, and which weights
             row.update(factory=m["factory"], weights_sha256=m.get("weights_sha256") or "(the factory's own)")
         rows.append(row)
     external = any("factory" in r for r in rows)
+    if all(r["defense"] == DEFAULT_DEFENSE for r in rows):  # a column only where some model trained with one
+        for r in rows:
+            del r["defense"]
     return Section("Models: clean error per task (err_<code>) beside the best constant predictor's (const_<code>)",
                    rows, note="1-mIoU for s, MSE otherwise; lower is better"
                    + ("; weighting 'external': a [[model]] trained elsewhere (epochs 0: mtbench trained nothing), "
