@@ -38,6 +38,7 @@ from mtbench.specs import (
 
 if TYPE_CHECKING:
     from mtbench.api import AttackOutcome, attack, load_batch, load_model, results, run
+    from mtbench.defend import frozen_eval
 
 try:
     __version__ = version("mtbench")
@@ -48,14 +49,17 @@ hookimpl = pluggy.HookimplMarker("mtbench")
 
 API = ("AttackOutcome", "attack", "load_batch", "load_model", "results", "run")
 """The Python API's names, defined in :mod:`mtbench.api` and imported from there when first used."""
+LAZY = {**dict.fromkeys(API, "mtbench.api"), "frozen_eval": "mtbench.defend"}
+"""Public names that need torch, and the module each is imported from when first used; ``frozen_eval``
+(eval mode, parameters frozen, restored after) is what attacks and defences craft under."""
 
 
 def __getattr__(name: str) -> Any:
-    """The API's names, imported on first use (PEP 562). By module name: the package itself must not
-    depend on the API's imports (torch, the runner), which every module that reads ``__version__`` would
+    """The lazy names, imported on first use (PEP 562). By module name: the package itself must not
+    depend on their imports (torch, the runner), which every module that reads ``__version__`` would
     then depend on too (the import-linter contracts hold the layers)."""
-    if name in API:
-        return getattr(importlib.import_module("mtbench.api"), name)
+    if name in LAZY:
+        return getattr(importlib.import_module(LAZY[name]), name)
     raise AttributeError(f"module 'mtbench' has no attribute {name!r}")
 
 
@@ -80,6 +84,7 @@ __all__ = [
     "TaskSpec",
     "__version__",
     "attack",
+    "frozen_eval",
     "hookimpl",
     "load_batch",
     "load_model",

@@ -11,6 +11,7 @@ import torch
 from helpers import CPU_TINY_DATA, run_cli
 
 from mtbench.configs import TrialKind
+from mtbench.defaults import MASKING_ATTACKS
 from mtbench.defend import batch_generator, defense_request
 from mtbench.errors import ConfigError
 from mtbench.grid import load_grid_text
@@ -177,7 +178,8 @@ def test_a_list_of_defences_expands_into_models_labelled_by_their_defence(plugin
     assert labels == ["train resnet18 [s+d] uniform, also [d+s]", "train resnet18 [s+d] uniform, pgd-at eps=4/255 "
                       "steps=3", "train resnet18 [d+s] uniform, pgd-at eps=4/255 steps=3"]
     assert models[1].config.defense.options["targets"] == ["segment_semantic"]
-    assert sum(t.kind is TrialKind.ATTACK for t in g.trials) == 3 * 2
+    # each model: PGD on each of its 2 tasks, and the masking check's APGD and ensemble on its main task
+    assert sum(t.kind is TrialKind.ATTACK for t in g.trials) == 3 * 2 + 3 * len(MASKING_ATTACKS)
 
 
 @pytest.mark.parametrize("defense, key, words", [
@@ -215,7 +217,8 @@ def test_a_defended_grid_trains_and_its_attacks_run(tmp_path):
     with sqlite3.connect(out / "mtbench.db") as c:
         trials = c.execute("select kind, status, config from trials").fetchall()
         train_losses = c.execute("select count(*) from metrics where phase = 'train'").fetchone()[0]
-    assert sorted(k for k, _, _ in trials) == ["attack", "attack", "train"]
+    # the grid's attack on each task, and the masking check's APGD and ensemble on the main task
+    assert sorted(k for k, _, _ in trials) == ["attack"] * (2 + len(MASKING_ATTACKS)) + ["train"]
     assert all(status == "done" for _, status, _ in trials)
     config = next(cfg for k, _, cfg in trials if k == "train")
     assert '"defense": {"name": "pgd-at"' in config and '"targets": ["depth_zbuffer", "segment_semantic"]' in config

@@ -14,13 +14,12 @@ reduction and the L2 step rule; the loop is the same. See :func:`paper_start` an
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from dataclasses import replace
 from functools import partial
 
 import torch
 
-from mtbench import AttackRequest, AttackResult, AttackSpec
+from mtbench import AttackRequest, AttackResult, AttackSpec, frozen_eval
 
 
 def _per_sample_norm(x: torch.Tensor) -> torch.Tensor:
@@ -85,22 +84,6 @@ def project(x: torch.Tensor, delta: torch.Tensor, eps: float, norm: str, paper_c
     else:
         delta = delta * (eps / _per_sample_norm(delta).clamp_min(1e-12)).clamp(max=1.0)
     return (x + delta).clamp(0, 1) - x
-
-
-@contextmanager
-def frozen_eval(model: torch.nn.Module):
-    """Eval mode and no parameter gradients for the attack; restores the model's state after."""
-    was_training = model.training
-    flags = [p.requires_grad for p in model.parameters()]
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    try:
-        yield model
-    finally:
-        for p, f in zip(model.parameters(), flags):
-            p.requires_grad_(f)
-        model.train(was_training)
 
 
 def evaluate_point(req: AttackRequest, x_adv: torch.Tensor, with_grad: bool, batch_mean: bool = False):
