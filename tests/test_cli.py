@@ -105,7 +105,7 @@ def test_every_default_shows_in_help():
     ("report", "--format", "table|markdown|csv|json|html"),
     ("report", "--metric", "rel_vuln_ratio_of_means|rel_vuln_mean_of_ratios|delta_loss|error_adv"),
     ("report", "--sort", "v|std|adv_err|clean_err|const_err|params_M|MACs_G|epochs|steps|seeds|model"),
-    ("report", "--view", "leaderboard|models|attacks|paper|advice|theory|claims|all"),
+    ("report", "--view", "leaderboard|models|attacks|paper|advice|theory|claims|defenses|all"),
     ("claims", "--format", "table|markdown|csv|json|html"), ("advise", "--proxy", "surrogate|early-stop|clean"),
 ])
 def test_fixed_choices_show_in_help_and_others_are_refused(command, option, choices):
