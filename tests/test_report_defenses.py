@@ -27,6 +27,13 @@ name = "pgd-linf"
 eps = ["4/255"]
 steps = 2
 targets = "each"
+
+[[attack]]
+name = "pgd-linf"
+eps = ["4/255"]
+steps = 2
+step_size = "2/255"         # another setting of the same attack: never averaged with the first
+targets = "each"
 """
 
 
@@ -68,8 +75,12 @@ def test_each_defended_model_stands_beside_its_twin(defended):
     attacked = {(r["model"], r["attack"], r["targets"], r["task"]): r["attacked"] for r in rows}
     assert attacked[("resnet18/ds/uniform [pgd-at eps=4/255 steps=1]", "pgd-linf", "s", "d")] is False
     assert attacked[("resnet18/ds/uniform [pgd-at eps=4/255 steps=1]", "pgd-linf", "s", "s")] is True
-    assert len(masking.rows) == 2 and all(r["pgd_adv_err"] is not None and r["ensemble_adv_err"] is not None
+    assert len(masking.rows) == 4 and all(r["pgd_adv_err"] is not None and r["ensemble_adv_err"] is not None
                                           and r["masking"] in ("no", "SUSPECTED") for r in masking.rows)
+    # two PGD settings (step size 1/255, 2/255): a row each, never one mean, in both tables
+    assert sorted(r["pgd_step_size"] for r in masking.rows) == ["1/255", "1/255", "2/255", "2/255"]
+    pgd_rows = [(r["model"], r["targets"], r["task"], r["step_size"]) for r in rows if r["attack"] == "pgd-linf"]
+    assert len(pgd_rows) == len(set(pgd_rows)) and {k[3] for k in pgd_rows} == {"1/255", "2/255"}
     for r in masking.rows:
         assert (r["masking"] == "SUSPECTED") == (r["ensemble_adv_err"] / r["pgd_adv_err"] - 1 > 0.10)
 
