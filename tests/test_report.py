@@ -178,13 +178,24 @@ def test_csv_is_one_table_per_call_or_a_file_per_table(known_db, tmp_path):
     folder = tmp_path / "tables"
     written = run_cli("report", "--out", str(known_db), "--view", "all", "--format", "csv", "-o", str(folder))
     assert written.returncode == 0, written.stderr
-    names = sorted(p.name for p in folder.iterdir())
+    names = sorted(p.name for p in folder.glob("*.csv"))
     assert "leaderboard.csv" in names and "models.csv" in names and any(n.startswith("table-1") for n in names)
-    for path in folder.iterdir():
+    for path in folder.glob("*.csv"):
         assert list(csv.DictReader(io.StringIO(path.read_text()))), path
     one_file = run_cli("report", "--out", str(known_db), "--view", "all", "--format", "csv", "-o",
                        str(tmp_path / "all.csv"))
     assert one_file.returncode == 2 and not (tmp_path / "all.csv").exists()
+    again = run_cli("report", "--out", str(known_db), "--view", "all", "--format", "csv", "-o", str(folder))
+    assert again.returncode == 0, again.stderr  # its own tables: replaced
+
+
+def test_csv_tables_never_replace_a_users_file(known_db, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "leaderboard.csv").write_text("my own numbers")
+    result = run_cli("report", "--out", str(known_db), "--view", "all", "--format", "csv", "-o", str(mine))
+    assert result.returncode == 2 and "leaderboard.csv, which mtbench did not write" in result.stderr, result.stderr
+    assert (mine / "leaderboard.csv").read_text() == "my own numbers" and len(list(mine.iterdir())) == 1
 
 
 def test_json_rows_carry_their_settings_and_tables_show_them_in_words(known_db):

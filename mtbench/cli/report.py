@@ -112,11 +112,22 @@ def _write_csv_files(folder: Path, sections) -> None:
     from mtbench.report.render import csv_files
     from mtbench.storage.files import write_files
 
-    folder.mkdir(parents=True, exist_ok=True)
     files = {folder / name: text for name, text in csv_files(sections).items()}
-    write_files({path: (lambda tmp, text=text: tmp.write_text(text)) for path, text in files.items()}, "the report")
+    theirs = [path.name for path in files if path.exists()] if not (folder / TABLES_MARKER).is_file() else []
+    if theirs:
+        raise MtbenchError(f"{folder}: holds {', '.join(theirs)}, which mtbench did not write there; it never "
+                           "replaces a file it did not write: give another folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    write_files({**{path: (lambda tmp, text=text: tmp.write_text(text)) for path, text in files.items()},
+                 folder / TABLES_MARKER: lambda tmp: tmp.write_text("CSV tables written by mtbench report\n")},
+                "the report")
     for path in files:
         say(err_console, f"wrote {path}")
+
+
+TABLES_MARKER = ".mtbench-tables"
+"""Left in a folder ``-o FOLDER --format csv`` wrote: its CSV files are mtbench's, a later report may replace
+them. In a folder without it, a file of a table's name is the user's and is never replaced."""
 
 
 HTML_MARKER = "<title>mtbench report</title>"
