@@ -610,7 +610,8 @@ def _external_configs(g: GridModel, data: DataConfig, plugins: Plugins,
     """A measuring trial per ``[[model]]``, and what is wrong with each: its factory must build a
     module here, its weights (relative to the grid file) load into it, and its outputs on one batch
     have each task's shape. Nothing is trained: ``epochs`` is 0 and the weighting ``external``."""
-    from mtbench.models import ExternalModelError, build_external, check_outputs, file_sha256
+    from mtbench.external import ExternalModelError, build_external, check_outputs
+    from mtbench.models import file_sha256
 
     configs, problems = [], []
     encoders = set(plugins.encoders.names())

@@ -15,9 +15,9 @@ from mtbench.context import TrialContext
 from mtbench.defaults import DEFAULT_DEFENSE
 from mtbench.defend import batch_generator, defense_request
 from mtbench.errors import TrainingError
+from mtbench.external import build_external
 from mtbench.measure import aggregated_values, statistics_of
 from mtbench.models import (
-    build_external,
     build_model,
     count_macs,
     count_parameters,
