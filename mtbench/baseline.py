@@ -17,7 +17,7 @@ from mtbench.specs import TaskSpec
 def fit_constants(batches: Iterable, tasks: Mapping[str, TaskSpec]) -> dict[str, torch.Tensor]:
     """Per task, a (C,) prediction: the majority class as one-hot logits for a classification task,
     the mean of the valid label pixels per channel otherwise (the MSE-optimal constant)."""
-    sums, counts = _label_sums(batches, tasks)
+    sums, _, counts = _label_sums(batches, tasks)
     constants = {}
     for t, spec in tasks.items():
         if spec.classification:
@@ -31,15 +31,30 @@ def fit_priors(batches: Iterable, tasks: Mapping[str, TaskSpec]) -> dict[str, to
     """Per task, the (C,) output a head starts from under ``head_init = "prior"``: the log class
     frequencies (add-one smoothed: no class at minus infinity) for a classification task, whose
     softmax is the class prior, and the mean label per channel otherwise (the constant predictor)."""
-    sums, counts = _label_sums(batches, tasks)
-    return {t: ((sums[t] + 1) / (sums[t] + 1).sum()).log().float() if spec.classification
-            else (sums[t] / counts[t].clamp_min(1)).float() for t, spec in tasks.items()}
+    return fit_label_stats(batches, tasks)[0]
 
 
-def _label_sums(batches: Iterable, tasks: Mapping[str, TaskSpec]) -> tuple[dict, dict]:
-    """Per task, the valid pixels' label counts per class (classification) or label sums and valid
-    pixel counts per channel (regression), over every batch."""
+def fit_label_stats(batches: Iterable, tasks: Mapping[str, TaskSpec]
+                    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """In one pass over the split: every task's prior (see :func:`fit_priors`) and, per regression task,
+    the (C,) standard deviation of its valid label pixels (``head_init = "scaled"``)."""
+    sums, squares, counts = _label_sums(batches, tasks)
+    priors, stds = {}, {}
+    for t, spec in tasks.items():
+        if spec.classification:
+            priors[t] = ((sums[t] + 1) / (sums[t] + 1).sum()).log().float()
+        else:
+            n = counts[t].clamp_min(1)
+            priors[t] = (sums[t] / n).float()
+            stds[t] = (squares[t] / n - (sums[t] / n) ** 2).clamp_min(0).sqrt().float()
+    return priors, stds
+
+
+def _label_sums(batches: Iterable, tasks: Mapping[str, TaskSpec]) -> tuple[dict, dict, dict]:
+    """Per task, the valid pixels' label counts per class (classification) or label sums, sums of squares
+    and valid pixel counts per channel (regression), over every batch."""
     sums = {t: torch.zeros(spec.channels, dtype=torch.float64) for t, spec in tasks.items()}
+    squares = {t: torch.zeros(spec.channels, dtype=torch.float64) for t, spec in tasks.items()}
     counts = {t: torch.zeros(spec.channels, dtype=torch.float64) for t, spec in tasks.items()}
     for _, targets, masks in batches:
         for t, spec in tasks.items():
@@ -50,11 +65,11 @@ def _label_sums(batches: Iterable, tasks: Mapping[str, TaskSpec]) -> tuple[dict,
             else:
                 m = mask.expand_as(target).double()
                 sums[t] += (target.double() * m).sum((0, 2, 3))
+                squares[t] += (target.double() ** 2 * m).sum((0, 2, 3))
                 counts[t] += m.sum((0, 2, 3))
-    return sums, counts
+    return sums, squares, counts
 
 
-@torch.no_grad()
 def evaluate_constants(constants: Mapping[str, torch.Tensor], batches: Iterable,
                        tasks: Mapping[str, TaskSpec]) -> dict[str, dict[str, float]]:
     """Every metric of every task over the split when each task predicts its constant everywhere."""

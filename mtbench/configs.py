@@ -152,7 +152,8 @@ class TrainConfig(Config):
     val_every: int = execution(1, "epochs between validation passes, the last epoch always validated (how the "
                                   "work is monitored, not what the model becomes)")
     head_init: str = added("upstream", "how each task head's last layer starts: upstream (the encoder plugin's "
-                                       "own initialisation) or prior (at the task's constant predictor)")
+                                       "own initialisation), prior (at the task's constant predictor) or scaled "
+                                       "(at the prior, regression heads in standardised label units)")
     architecture: str = added("", "the encoder plugin's revision (EncoderSpec.revision): models of other "
                                   "layers are other models")
     also_ranked_as: tuple[tuple[str, ...], ...] = execution(

@@ -32,6 +32,7 @@ class MultiTaskModel(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.decoders = nn.ModuleDict(dict(decoders))
+        self.label_scales = nn.ModuleDict()  # head_init = "scaled": per regression task, see LabelScale
         self.stride = stride
 
     @property
@@ -43,7 +44,38 @@ class MultiTaskModel(nn.Module):
         if h % self.stride or w % self.stride:
             raise ValueError(f"image size {h}x{w} is not divisible by the encoder's stride {self.stride}")
         features = self.encoder(x * 2 - 1)
-        return {task: decoder(features) for task, decoder in self.decoders.items()}
+        out = {task: decoder(features) for task, decoder in self.decoders.items()}
+        for task, scale in self.label_scales.items():
+            out[task] = scale(out[task])
+        return out
+
+
+class LabelScale(nn.Module):
+    """A regression head's last step under ``head_init = "scaled"``: ``mean + std * z`` per channel, with
+    the training split's label mean and standard deviation (fixed buffers, saved with the weights).
+
+    The layers before it predict the label standardised. Adam moves every weight by about the learning
+    rate whatever the gradient's size, so a head that outputs depth (log depths that vary by a few
+    hundredths) directly is moved by more than the label's whole spread in its first steps, and spends a
+    short run recovering; in standardised units a step is a small change of the prediction."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor):
+        super().__init__()
+        self.register_buffer("mean", mean.detach().clone().float().view(1, -1, 1, 1))
+        self.register_buffer("std", std.detach().clone().float().view(1, -1, 1, 1))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.mean + self.std * z
+
+    @classmethod
+    def add_from_state(cls, model: MultiTaskModel, state: Mapping[str, torch.Tensor]) -> None:
+        """Give ``model`` the label scales a saved state holds (``label_scales.<task>.mean``), so that the
+        state loads strictly into it; a state without them adds none."""
+        prefix, suffix = "label_scales.", ".mean"
+        for key, mean in state.items():
+            if key.startswith(prefix) and key.endswith(suffix):
+                channels = mean.numel()
+                model.label_scales[key[len(prefix):-len(suffix)]] = cls(torch.zeros(channels), torch.ones(channels))
 
 
 def build_model(encoder: str, tasks: Sequence[str], plugins: Plugins | None = None) -> MultiTaskModel:
@@ -59,19 +91,28 @@ outputs are the prior plus a little of the image, not the prior drowned in the i
 
 
 @torch.no_grad()
-def init_heads_at_prior(model: MultiTaskModel, priors: Mapping[str, torch.Tensor]) -> None:
+def init_heads_at_prior(model: MultiTaskModel, priors: Mapping[str, torch.Tensor],
+                        stds: Mapping[str, torch.Tensor] | None = None) -> None:
     """Start each task head's last layer (the last Conv2d, ConvTranspose2d or Linear with a bias whose
     outputs are the task's channels) at ``priors[task]``: its bias set to it, its weights scaled by
-    :data:`PRIOR_WEIGHT_SCALE`. A head without such a layer cannot start at a prior: an error names it."""
+    :data:`PRIOR_WEIGHT_SCALE`. A task in ``stds`` (``head_init = "scaled"``) instead gets a
+    :class:`LabelScale` after its head and a zero bias: its head predicts the standardised label, starting
+    at the mean. A head without such a layer cannot start at a prior: an error names it."""
+    stds = stds or {}
     for task, prior in priors.items():
         layers = [m for m in model.decoders[task].modules()
                   if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)) and m.bias is not None]
         if not layers or layers[-1].bias.numel() != prior.numel():
-            raise ConfigError(f"train.head_init = \"prior\": the {task} head ends in no Conv2d, ConvTranspose2d "
+            mode = "scaled" if stds else "prior"
+            raise ConfigError(f"train.head_init = \"{mode}\": the {task} head ends in no Conv2d, ConvTranspose2d "
                               f"or Linear layer with a bias of its {prior.numel()} channel(s); use head_init = "
                               "\"upstream\" with this encoder")
         layers[-1].weight.mul_(PRIOR_WEIGHT_SCALE)
-        layers[-1].bias.copy_(prior.to(layers[-1].bias))
+        if task in stds:
+            layers[-1].bias.zero_()
+            model.label_scales[task] = LabelScale(prior, stds[task].clamp_min(1e-6)).to(layers[-1].bias.device)
+        else:
+            layers[-1].bias.copy_(prior.to(layers[-1].bias))
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -184,6 +225,7 @@ def load_checkpoint(path: Path, sha256: str | None = None, plugins: Plugins | No
             model = build_external(config["factory"], config["tasks"])
         else:
             model = build_model(config["encoder"], config["tasks"], plugins)
+            LabelScale.add_from_state(model, state)
         model.load_state_dict(state)
     except ExternalModelError as exc:
         raise CheckpointError(f"{path}: a model trained elsewhere, whose factory fails here ({exc})") from None

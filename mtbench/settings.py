@@ -186,11 +186,13 @@ class TrainSection(Section):
     val_every: Epochs = Field(1, description="epochs between validation passes (the val split's loss and metrics, "
                               "stored per epoch validated); the last epoch is always validated (how the work is "
                               "monitored: not part of the training trial's id)")
-    head_init: Literal["upstream", "prior"] = Field(
+    head_init: Literal["upstream", "prior", "scaled"] = Field(
         "upstream", description="upstream: each task head starts as the encoder plugin initialises it (the "
         "paper's models); prior: its last layer's bias starts at the training split's constant predictor (the "
         "mean label, or the log class frequencies) and its weights at a tenth of theirs, so that short runs "
-        "start from the prior instead of spending their steps reaching it")
+        "start from the prior instead of spending their steps reaching it; scaled: as prior, and each "
+        "regression head predicts its label standardised (its output is the training split's label mean plus "
+        "std times the head's), so that each optimiser step moves a prediction in the label's own units")
     ordered_pairs: bool = Field(False, description="train sd and ds separately even where the weights do not "
                                 "depend on the main task (uniform, sum, explicit): the paper's 121 trainings; by "
                                 "default such task sets are one model, trained once and ranked under each main task")

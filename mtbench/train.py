@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from mtbench.baseline import evaluate_constants, fit_constants, fit_priors
+from mtbench.baseline import evaluate_constants, fit_constants, fit_label_stats
 from mtbench.configs import TrainConfig
 from mtbench.context import TrialContext
 from mtbench.defaults import DEFAULT_DEFENSE
@@ -158,8 +158,9 @@ def _fit(config: TrainConfig, trial_id: str, ctx: TrialContext, tasks, train_set
     device = ctx.device
     gen = train_loader.generator
     model = build_model(config.encoder, list(config.tasks), ctx.plugins)
-    if config.head_init == "prior":  # read in order, not from train_loader: its shuffle must not move
-        init_heads_at_prior(model, fit_priors(DataLoader(train_set, batch_size=config.batch_size), tasks))
+    if config.head_init in ("prior", "scaled"):  # read in order, not from train_loader: its shuffle must not move
+        priors, stds = fit_label_stats(DataLoader(train_set, batch_size=config.batch_size), tasks)
+        init_heads_at_prior(model, priors, stds if config.head_init == "scaled" else None)
     model = model.to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -205,7 +205,54 @@ def test_head_init_is_a_key_of_the_model_and_upstream_keeps_old_ids(tmp_path, pl
     grid.write_text(TRAIN.format(epochs=2) + 'head_init = "zeros"\n')
     result = run_cli("run", str(grid), "--out", str(tmp_path / "r"), "--dry-run", "--no-calibrate")
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "train.head_init" in result.stderr and "'upstream' or 'prior'" in result.stderr, result.stderr
+    assert "train.head_init" in result.stderr and "'upstream', 'prior' or 'scaled'" in result.stderr, result.stderr
+
+
+def test_head_init_scaled_predicts_standardised_labels_and_its_checkpoint_reloads(tmp_path, plugins):
+    """Under head_init = "scaled" a regression head ends in a LabelScale holding the training split's label
+    mean and standard deviation: the untrained model predicts the mean depth, the layers before the scale
+    predict about zero, segmentation keeps its plain prior; a trained model's checkpoint (label scales
+    included) reloads to the same outputs, and its id differs from prior's."""
+    from mtbench.baseline import fit_label_stats
+    from mtbench.models import LabelScale, build_model, init_heads_at_prior, load_checkpoint
+
+    text = TRAIN.format(epochs=1).replace('["d"]', '["sd"]') + 'head_init = "scaled"\n'
+    trial = load_grid_text(text, tmp_path / "grid.toml", plugins).train_trials[0]
+    prior = load_grid_text(text.replace('"scaled"', '"prior"'), tmp_path / "grid.toml", plugins).train_trials[0]
+    assert trial.id != prior.id and trial.config.head_init == "scaled"
+    config = trial.config
+    tasks = {t: plugins.tasks.get(t) for t in config.tasks}
+    ctx = TrialContext(plugins, Store(default_url(tmp_path / "r")), tmp_path / "r", torch.device("cpu"),
+                       lambda description, total: lambda n=1: None)
+    data = ctx.open_split(config.data, "train", tasks, config.data.train_samples)
+    priors, stds = fit_label_stats(torch.utils.data.DataLoader(data, batch_size=4), tasks)
+    depths = torch.cat([target["depth_zbuffer"][mask["depth_zbuffer"].bool()] for _, target, mask in data])
+    assert set(stds) == {"depth_zbuffer"}  # classification heads are not scaled
+    assert float(stds["depth_zbuffer"]) == pytest.approx(float(depths.double().std(unbiased=False)), rel=1e-4)
+    assert float(priors["depth_zbuffer"]) == pytest.approx(float(depths.double().mean()), rel=1e-5)
+
+    torch.manual_seed(0)
+    model = build_model(config.encoder, list(config.tasks), plugins)
+    init_heads_at_prior(model, priors, stds)
+    model.eval()
+    images = torch.stack([data[i][0] for i in range(4)])
+    with torch.no_grad():
+        out, raw = model(images), model.decoders["depth_zbuffer"](model.encoder(images * 2 - 1))
+    assert list(model.label_scales) == ["depth_zbuffer"] and isinstance(model.label_scales["depth_zbuffer"], LabelScale)
+    assert float(out["depth_zbuffer"].mean()) == pytest.approx(float(priors["depth_zbuffer"]),
+                                                              abs=0.5 * float(stds["depth_zbuffer"]))
+    assert abs(float(raw.mean())) < 0.5  # the head itself predicts the standardised label, about 0
+    assert torch.allclose(out["depth_zbuffer"], priors["depth_zbuffer"] + stds["depth_zbuffer"] * raw)
+    assert torch.allclose(out["segment_semantic"].mean((0, 2, 3)), priors["segment_semantic"], atol=0.3)
+
+    _rows(config, trial.id, tmp_path / "r", plugins)
+    weights = tmp_path / "r" / "checkpoints" / f"{trial.id}.safetensors"
+    loaded = load_checkpoint(weights).eval()
+    assert list(loaded.label_scales) == ["depth_zbuffer"]
+    assert float(loaded.label_scales["depth_zbuffer"].std) == pytest.approx(float(stds["depth_zbuffer"]), rel=1e-5)
+    with torch.no_grad():
+        head = loaded.decoders["depth_zbuffer"](loaded.encoder(images * 2 - 1))
+        assert torch.equal(loaded(images)["depth_zbuffer"], loaded.label_scales["depth_zbuffer"](head))
 
 
 def test_a_checkpoint_says_what_it_is_and_follows_the_umask(tmp_path, plugins):
