@@ -280,7 +280,7 @@ CASES = [
     Case("worker without a run to join", None, ["worker", "--out", "{tmp}/empty"], 2, ["no run in this database"]),
     Case("unknown command", None, ["frobnicate"], 2, ["No such command"]),
     # faults inside a trial: the trial fails, the rest stays
-    # (diverges at epoch 10 of the synthetic data v4; 20 epochs leave a margin, the trial stops at the first NaN)
+    # (diverges at epoch 10 of the synthetic data v4 and v5; 20 epochs leave a margin, the trial stops at the first NaN)
     Case("NaN loss in training",
          grid_text(train='lr = 10\noptimizer = "sgd"\nmomentum = 0.99\nweighting = [{d = 1000000}]')
          .replace("epochs = 1", "epochs = 20"), RUN, 1,
