@@ -41,6 +41,8 @@ OCCLUSION_WIDTH = 4
 """Occlusion edges are widened by this many pixels at 64 px (one 4-neighbour dilation each; in proportion
 at other sizes) before smoothing (v5):
 a depth jump is a band, not a line one pixel wide (occlusion edges: 1.10x -> 0.94x in a 10-epoch run)."""
+KEYPOINT3D_SCALE = 3
+"""The geometry's Harris corner response (of the normals and depth) is scaled by this."""
 KEYPOINT2D_SCALE = 14_000
 """The image's Harris corner response is scaled by this (v5; 14 before) so that the 2D keypoint map's
 corners reach the top of its range: at 14 its 99th percentile decoded to -0.93 of [-1, 1] (nearly blank)."""
@@ -348,7 +350,7 @@ def render(scene: Scene, rng: np.random.Generator, size: int, focus: int) -> dic
     gxx = sum(a * a for a in nx) + dx * dx * 4
     gyy = sum(b * b for b in ny) + dy * dy * 4
     gxy = sum(a * b for a, b in zip(nx, ny)) + dx * dy * 4
-    harris3d = np.sqrt(_harris((gxx, gyy, gxy), 1)) * 3
+    harris3d = np.sqrt(_harris((gxx, gyy, gxy), 1)) * KEYPOINT3D_SCALE
 
     # principal curvature: spheres and cylinders curve (1/radius), planes are flat, creases turn sharply
     curv = hit["curv"].reshape(size, size, 2)
