@@ -70,6 +70,7 @@ def _label_sums(batches: Iterable, tasks: Mapping[str, TaskSpec]) -> tuple[dict,
     return sums, squares, counts
 
 
+@torch.no_grad()
 def evaluate_constants(constants: Mapping[str, torch.Tensor], batches: Iterable,
                        tasks: Mapping[str, TaskSpec]) -> dict[str, dict[str, float]]:
     """Every metric of every task over the split when each task predicts its constant everywhere."""

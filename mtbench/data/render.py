@@ -39,8 +39,8 @@ mean. Smoothed, they hold where edges, corners and curved surfaces are, which a 
 curvature from 0.92x to 0.82x."""
 OCCLUSION_WIDTH = 4
 """Occlusion edges are widened by this many pixels at 64 px (one 4-neighbour dilation each; in proportion
-at other sizes) before smoothing (v5):
-a depth jump is a band, not a line one pixel wide (occlusion edges: 1.10x -> 0.94x in a 10-epoch run)."""
+at other sizes) before smoothing (v5): a depth jump is a band, not a line one pixel wide (occlusion
+edges: 1.10x -> 0.94x their constant's error in a 10-epoch run)."""
 KEYPOINT3D_SCALE = 3
 """The geometry's Harris corner response (of the normals and depth) is scaled by this."""
 KEYPOINT2D_SCALE = 14_000
