@@ -43,6 +43,7 @@ import torch
 ROW_KEYS = {"split", "phase", "task", "attacked", "metric", "step", "value"}
 META_KEYS = ("trial", "epoch", "rows", "param_groups", "optim_scalars", "scheduler")
 SCHEDULER_SETTINGS = ("milestones", "gamma", "base_lrs")  # from the config; the rest moves with the epochs
+IMPLEMENTATION_SETTINGS = ("fused", "foreach", "capturable", "differentiable")  # how torch computes the same update
 
 
 class BadState(Exception):
@@ -268,7 +269,7 @@ def _check_settings(path: Path, meta: dict[str, Any], optimizer: torch.optim.Opt
         raise RefusedState(path, f"has optimiser param groups that do not fit the {type(optimizer).__name__} "
                                  "optimizer of this trial")
     differ = [f"{k} {s[k]!r} (config: {f[k]!r})" for s, f in zip(saved, fresh) for k in f
-              if k != "lr" and s[k] != f[k]]
+              if k != "lr" and k not in IMPLEMENTATION_SETTINGS and s[k] != f[k]]
     if differ or not all(isinstance(s["lr"], (int, float)) and s["lr"] > 0 for s in saved):
         raise RefusedState(path, f"has optimiser settings other than the trial's: {', '.join(differ) or 'lr'}")
     fresh_sched, saved_sched = _scheduler_json(scheduler), meta["scheduler"]

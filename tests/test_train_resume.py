@@ -4,6 +4,8 @@ named in a warning, and the trial trains from scratch."""
 
 from __future__ import annotations
 
+import copy
+
 import json
 import os
 import signal
@@ -113,6 +115,35 @@ def test_a_saved_state_loads_into_fresh_objects(saved):
     epoch, rows = load_state(saved[0].parent, "trial", 3, model, opt, sched, gen)
     assert epoch == 1 and rows[0]["step"] == 1
     assert sched.last_epoch == 1 and opt.state_dict()["state"][0]["exp_avg"].abs().sum() > 0
+
+
+@pytest.mark.parametrize("config", [CONFIG, {**CONFIG, "optimizer": "sgd", "lr": 0.1, "momentum": 0.9,
+                                              "weight_decay": 1e-4}], ids=["adam", "sgd"])
+def test_the_fused_optimizer_makes_the_loops_update(config):
+    """On a CPU the optimiser is fused (one kernel per step); its steps are torch's per-tensor loop's."""
+    fused, opt, _, _ = tiny(**config)
+    loop = copy.deepcopy(fused)
+    reference = type(opt)(loop.parameters(), **{**opt.defaults, "fused": None, "foreach": False})
+    assert opt.defaults["fused"] is True
+    for step in range(3):
+        x = torch.randn(5, 3, generator=torch.Generator().manual_seed(step))
+        for model, optimiser in ((fused, opt), (loop, reference)):
+            optimiser.zero_grad()
+            model(x).pow(2).sum().backward()
+            optimiser.step()
+    for a, b in zip(fused.parameters(), loop.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert any((a - b).abs().max() > 0 for a, b in zip(fused.parameters(), tiny(**config)[0].parameters()))
+
+
+def test_a_state_saved_by_the_unfused_optimizer_resumes_in_the_fused_one(saved, monkeypatch):
+    """fused is how torch computes the update, not a setting of the trial: older states still load."""
+    model, opt, sched, gen = tiny()
+    meta = json.loads(saved[1].read_text())
+    assert meta["param_groups"][0]["fused"] is True
+    meta["param_groups"][0]["fused"] = None
+    saved[1].write_text(json.dumps(meta))
+    assert load_state(saved[0].parent, "trial", 3, model, opt, sched, gen)[0] == 1
 
 
 def _edit_meta(**change):
