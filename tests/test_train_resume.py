@@ -5,7 +5,6 @@ named in a warning, and the trial trains from scratch."""
 from __future__ import annotations
 
 import copy
-
 import json
 import os
 import signal
