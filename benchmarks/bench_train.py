@@ -14,8 +14,9 @@ channels-last) and each number of data-loader workers:
 - (b) **mtbench's training trial**: ``mtbench.train.run_train`` through a real ``TrialContext`` and
   store, for E and 2E epochs, each in a fresh results folder; its time per epoch is
   (median time of 2E - median time of E) / E. Everything done per epoch is in it (data loading,
-  losses, logging, validation, resume state); what a trial does once (data opening, model building,
-  test evaluation, the constant predictor, the checkpoint) cancels out. The median epoch between two
+  losses, logging, resume state); what a trial does once (data opening, model building, test
+  evaluation, the constant predictor, the checkpoint) cancels out. Validation is once, after the last
+  epoch, as in the main job (``val_every = 10`` of 10 epochs), and cancels out too. The median epoch between two
   progress ticks (epochs 2 onwards) is printed beside it as a check.
 - the **loader ratio**: samples/s of one pass of a fresh training DataLoader alone (a new dataset
   object, so every PNG is decoded: the first epoch's cost, the worst) over the samples/s of (a).
@@ -79,6 +80,7 @@ task_sets = ["sd"]
 epochs = {epochs}
 batch_size = 16
 lr = 1e-3
+val_every = {val_every}
 channels_last = {channels_last}
 amp = {amp}
 """
@@ -124,6 +126,7 @@ class Job:
         self.trials = {}
         for epochs in (args.epochs, 2 * args.epochs):
             text = GRID.format(device=args.device, root=tmp / "data", train_samples=args.train_samples, epochs=epochs,
+                               val_every=2 * args.epochs,
                                channels_last=str(layout == "channels-last").lower(), amp=str(amp).lower())
             self.trials[epochs] = load_grid_text(text, tmp / "grid.toml", self.plugins).train_trials[0]
         self.config = self.trials[args.epochs].config

@@ -59,8 +59,8 @@ def make_optimizer(config: TrainConfig, params) -> tuple[torch.optim.Optimizer, 
 
 FUSED_DEVICES = ("cpu", "cuda")
 """Devices where torch's Adam and SGD have a fused kernel: one pass over every weight per step instead of
-one per operation. The update is the same formula; on the main job's model on a 2-core CPU the
-optimiser step took 139 ms of a 700 ms training step with the per-tensor loop and 62 ms fused."""
+one per operation. The update is the same formula; on the main job's model on a 2-core CPU Adam's step
+took 147 ms with the per-tensor loop and 67 ms fused, the epoch 1.11x less (benchmarks/bench_optimizer.py)."""
 
 
 def can_fuse(params: list[torch.Tensor]) -> bool | None:
