@@ -135,7 +135,7 @@ def test_the_fused_optimizer_makes_the_loops_update(config):
     assert any((a - b).abs().max() > 0 for a, b in zip(fused.parameters(), tiny(**config)[0].parameters()))
 
 
-def test_a_state_saved_by_the_unfused_optimizer_resumes_in_the_fused_one(saved, monkeypatch):
+def test_a_state_saved_by_the_unfused_optimizer_resumes_in_the_fused_one(saved):
     """fused is how torch computes the update, not a setting of the trial: older states still load."""
     model, opt, sched, gen = tiny()
     meta = json.loads(saved[1].read_text())
