@@ -30,7 +30,6 @@ class TimedStep:
 
     def __init__(self, opt: torch.optim.Optimizer, device: torch.device):
         self.opt, self.device, self.seconds = opt, device, 0.0
-        self.defaults, self.param_groups = opt.defaults, opt.param_groups
 
     def step(self, closure=None):
         sync(self.device)
