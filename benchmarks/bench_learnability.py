@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,7 +42,7 @@ def goal(task: str, quickstart: bool) -> float:
     return 0.75 if not quickstart or task == SEGMENTATION else 0.6
 
 
-def run_grid(grid: Path, out: Path, overrides: list[str] = (), workers: int = 1) -> float:
+def run_grid(grid: Path, out: Path, overrides: Sequence[str] = (), workers: int = 1) -> float:
     """``mtbench run GRID --out OUT [--set ...] [--workers N]`` in a subprocess; its wall time in seconds."""
     command = [sys.executable, "-m", "mtbench.cli", "run", str(grid), "--out", str(out), "--workers", str(workers)]
     for override in overrides:
@@ -53,16 +54,24 @@ def run_grid(grid: Path, out: Path, overrides: list[str] = (), workers: int = 1)
     return time.perf_counter() - start
 
 
-def _trials(db: sqlite3.Connection) -> dict[str, tuple[dict, str]]:
-    """Finished training trials: id -> (config, setting id)."""
-    return {tid: (json.loads(config), setting) for tid, config, setting in
-            db.execute("select id, config, setting_id from trials where kind = 'train' and status = 'done'")}
+def _trials(db: sqlite3.Connection) -> dict[str, dict]:
+    """Finished training trials: id -> {config, setting (id), model}. A model is named by its task codes,
+    followed by its setting id's first characters where the database holds it in several settings."""
+    found = {tid: {"config": json.loads(config), "setting": setting} for tid, config, setting in
+             db.execute("select id, config, setting_id from trials where kind = 'train' and status = 'done'")}
+    settings_of: dict[str, set[str]] = {}
+    for trial in found.values():
+        settings_of.setdefault("".join(trial["config"]["codes"]), set()).add(trial["setting"])
+    for trial in found.values():
+        codes = "".join(trial["config"]["codes"])
+        trial["model"] = codes if len(settings_of[codes]) == 1 else f"{codes} [{trial['setting'][:6]}]"
+    return found
 
 
-def _names(trial: tuple[dict, str], task: str) -> dict:
-    config, setting = trial
-    return {"model": "".join(config["codes"]), "task": task, "code": config["codes"][config["tasks"].index(task)],
-            "seed": config["seed"], "setting": setting}
+def _names(trial: dict, task: str) -> dict:
+    config = trial["config"]
+    return {"model": trial["model"], "task": task, "code": config["codes"][config["tasks"].index(task)],
+            "seed": config["seed"], "setting": trial["setting"], "size": len(config["codes"])}
 
 
 def rows(out: Path) -> list[dict]:
@@ -77,15 +86,15 @@ def rows(out: Path) -> list[dict]:
             found.setdefault((tid, task), {})[phase] = value
     table = []
     for (tid, task), values in found.items():
-        config = trials[tid][0]
+        config = trials[tid]["config"]
         table.append({**_names(trials[tid], task), "epochs": config["epochs"],
                       "train_samples": config["data"]["train_samples"], "clean": values["clean"],
                       "constant": values["baseline"], "ratio": values["clean"] / values["baseline"]})
-    return sorted(table, key=lambda r: (len(r["model"]), r["model"], r["code"], r["seed"]))
+    return sorted(table, key=lambda r: (r["size"], r["model"], r["code"], r["seed"]))
 
 
-def curve(out: Path) -> dict[tuple[str, str, str], dict[int, list[float]]]:
-    """(model, task code, setting id) -> epoch -> the ratios of its seeds at that epoch's validation,
+def curve(out: Path) -> dict[tuple[str, str], dict[int, list[float]]]:
+    """(model, task code) -> epoch -> the ratios of its seeds at that epoch's validation,
     where the validation ran on the test split (a grid without a val split): the final row's yardstick."""
     from mtbench.plugins import get_plugins
 
@@ -96,38 +105,34 @@ def curve(out: Path) -> dict[tuple[str, str, str], dict[int, list[float]]]:
             "select trial_id, task, value from metrics where phase = 'baseline' and metric = 'error'")}
         validated = db.execute("select trial_id, task, metric, step, value from metrics where phase = 'val' "
                                "and split = 'test'").fetchall()
-    found: dict[tuple[str, str, str], dict[int, list[float]]] = {}
+    found: dict[tuple[int, str, str], dict[int, list[float]]] = {}
     for tid, task, metric, epoch, value in validated:
         # validation stores each metric by its own name; the task's error metric is the clean phase's "error"
         if tid in trials and (tid, task) in baseline and task in tasks and metric == tasks.get(task).error_metric:
             names = _names(trials[tid], task)
-            found.setdefault((names["model"], names["code"], names["setting"]), {}).setdefault(epoch, []).append(
+            found.setdefault((names["size"], names["model"], names["code"]), {}).setdefault(epoch, []).append(
                 value / baseline[(tid, task)])
-    return dict(sorted(found.items(), key=lambda item: (len(item[0][0]), item[0])))
+    return {(model, code): per_epoch for (_, model, code), per_epoch in sorted(found.items())}
 
 
-def by_setting(table: list[dict]) -> dict[tuple[str, str, str, str], list[float]]:
-    """(model, task code, task, setting id) -> the ratios of its seeds. Only the seeds of one setting are
-    pooled: two settings of one model (another encoder, lr, ...) are never averaged together."""
-    groups: dict[tuple[str, str, str, str], list[float]] = {}
+def by_model(table: list[dict]) -> dict[tuple[str, str, str], list[float]]:
+    """(model, task code, task) -> the ratios of its seeds. A model is one setting (see ``_trials``): only
+    its seeds are pooled, never two settings (another encoder, lr, ...) of the same tasks."""
+    groups: dict[tuple[str, str, str], list[float]] = {}
     for r in table:
-        groups.setdefault((r["model"], r["code"], r["task"], r["setting"]), []).append(r["ratio"])
+        groups.setdefault((r["model"], r["code"], r["task"]), []).append(r["ratio"])
     return groups
-
-
-def model_label(model: str, setting: str, settings_of: dict[str, set[str]]) -> str:
-    """The model's codes, with its setting id's first characters where the grid has it in several settings."""
-    return model if len(settings_of[model]) == 1 else f"{model} [{setting[:6]}]"
 
 
 def print_table(table: list[dict], quickstart: bool, markdown: bool) -> None:
     seeds = len({r["seed"] for r in table}) > 1
+    w = max(8, *(len(r["model"]) for r in table))
     seed_head = ("seed",) if seeds else ()
     if markdown:
         print("| " + " | ".join(("model", "task", *seed_head, "clean error", "constant's", "ratio", "goal")) + " |")
         print("|---|---|" + ("---:|" if seeds else "") + "---:|---:|---:|---|")
     else:
-        print(f"{'model':8} {'task':22} " + ("seed " if seeds else "")
+        print(f"{'model':{w}} {'task':22} " + ("seed " if seeds else "")
               + f"{'clean':>9} {'constant':>9} {'ratio':>6}  goal")
     for r in table:
         target = goal(r["task"], quickstart)
@@ -138,60 +143,54 @@ def print_table(table: list[dict], quickstart: bool, markdown: bool) -> None:
                      f"<= {target}: {'met' if ok else '**missed**'}")
             print("| " + " | ".join(cells) + " |")
         else:
-            print(f"{r['model']:8} {r['task']:22} " + (f"{r['seed']:4} " if seeds else "")
+            print(f"{r['model']:{w}} {r['task']:22} " + (f"{r['seed']:4} " if seeds else "")
                   + f"{r['clean']:9.4g} {r['constant']:9.4g} {r['ratio']:6.2f}  "
                   + f"<= {target} {'met' if ok else 'MISSED'}")
 
 
 def print_means(table: list[dict], quickstart: bool, markdown: bool) -> None:
     """Per (model, task), the mean and range of its seeds' ratios; only where a model has several seeds."""
-    groups = {key: ratios for key, ratios in by_setting(table).items() if len(ratios) > 1}
+    groups = {key: ratios for key, ratios in by_model(table).items() if len(ratios) > 1}
     if not groups:
         return
-    settings_of: dict[str, set[str]] = {}
-    for r in table:
-        settings_of.setdefault(r["model"], set()).add(r["setting"])
+    w = max(8, *(len(model) for model, _, _ in groups))
     print()
     if markdown:
         print("| model | task | seeds | mean ratio | range | goal on the mean |")
         print("|---|---|---:|---:|---|---|")
     else:
-        print(f"{'model':8} {'task':22} seeds  mean  range        goal on the mean")
-    for (model, code, task, setting), ratios in groups.items():
-        model = model_label(model, setting, settings_of)
+        print(f"{'model':{w}} {'task':22} seeds  mean  range        goal on the mean")
+    for (model, code, task), ratios in groups.items():
         target, mean = goal(task, quickstart), statistics.fmean(ratios)
         ok = mean <= target
         if markdown:
             print(f"| {model} | {code}: {task} | {len(ratios)} | {mean:.2f} | {min(ratios):.2f}-{max(ratios):.2f} | "
                   f"<= {target}: {'met' if ok else '**missed**'} |")
         else:
-            print(f"{model:8} {task:22} {len(ratios):5} {mean:5.2f}  {min(ratios):.2f}-{max(ratios):.2f}    "
+            print(f"{model:{w}} {task:22} {len(ratios):5} {mean:5.2f}  {min(ratios):.2f}-{max(ratios):.2f}    "
                   f"<= {target} {'met' if ok else 'MISSED'}")
 
 
-def print_curve(found: dict[tuple[str, str, str], dict[int, list[float]]], markdown: bool) -> None:
-    """Ratio (mean over one setting's seeds) at each validated epoch, one row per (model, task, setting)."""
+def print_curve(found: dict[tuple[str, str], dict[int, list[float]]], markdown: bool) -> None:
+    """Ratio (mean over the model's seeds) at each validated epoch, one row per (model, task)."""
     print()
     if not found:
         print("no validation on the test split to draw a curve from (--set train.val_every=K, and no val split)")
         return
     epochs = sorted({e for per_epoch in found.values() for e in per_epoch})
+    w = max(8, *(len(model) for model, _ in found))
     if markdown:
         print("| model | task | " + " | ".join(f"epoch {e}" for e in epochs) + " |")
         print("|---|---|" + "---:|" * len(epochs))
     else:
         print("ratio at each validated epoch (mean over seeds):")
-        print(f"{'model':8} {'task':5} " + " ".join(f"{e:>6}" for e in epochs))
-    settings_of: dict[str, set[str]] = {}
-    for model, _, setting in found:
-        settings_of.setdefault(model, set()).add(setting)
-    for (model, code, setting), per_epoch in found.items():
-        model = model_label(model, setting, settings_of)
+        print(f"{'model':{w}} {'task':5} " + " ".join(f"{e:>6}" for e in epochs))
+    for (model, code), per_epoch in found.items():
         cells = [f"{statistics.fmean(per_epoch[e]):.2f}" if e in per_epoch else "-" for e in epochs]
         if markdown:
             print(f"| {model} | {code} | " + " | ".join(cells) + " |")
         else:
-            print(f"{model:8} {code:5} " + " ".join(f"{c:>6}" for c in cells))
+            print(f"{model:{w}} {code:5} " + " ".join(f"{c:>6}" for c in cells))
 
 
 def main() -> int:
@@ -227,10 +226,11 @@ def main() -> int:
     print_means(table, args.quickstart, args.markdown)
     if args.curve:
         print_curve(found, args.markdown)
-    epochs = sorted({(r["epochs"], r["train_samples"]) for r in table})
+    budgets = sorted({(r["epochs"], r["train_samples"]) for r in table})
     seeds = sorted({r["seed"] for r in table})
-    print(f"{len({r['model'] for r in table})} model(s), {epochs[0][0]} epochs of {epochs[0][1]} samples, "
-          f"training seed(s) {', '.join(map(str, seeds))}" + (f", {wall:.0f} s wall" if wall is not None else "")
+    print(f"{len({r['model'] for r in table})} model(s), "
+          + " or ".join(f"{epochs} epochs of {samples} samples" for epochs, samples in budgets)
+          + f", training seed(s) {', '.join(map(str, seeds))}" + (f", {wall:.0f} s wall" if wall is not None else "")
           + f"; errors: 1 - dataset mIoU for {SEGMENTATION}, the task's error metric otherwise")
     print(f"goals, run by run: {len(table) - len(missed)} of {len(table)} met" + ("; missed: "
           + ", ".join(f"{r['model']}/{r['code']}" + (f" seed {r['seed']}" if len(seeds) > 1 else "")
