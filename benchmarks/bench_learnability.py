@@ -230,7 +230,7 @@ def main() -> int:
     seeds = sorted({r["seed"] for r in table})
     print(f"{len({r['model'] for r in table})} model(s), "
           + " or ".join(f"{epochs} epochs of {samples} samples" for epochs, samples in budgets)
-          + f", training seed(s) {', '.join(map(str, seeds))}" + (f", {wall:.0f} s wall" if wall is not None else "")
+          + f", training seed(s) {', '.join(map(str, seeds))}" + (f"; {wall:.0f} s wall" if wall is not None else "")
           + f"; errors: 1 - dataset mIoU for {SEGMENTATION}, the task's error metric otherwise")
     print(f"goals, run by run: {len(table) - len(missed)} of {len(table)} met" + ("; missed: "
           + ", ".join(f"{r['model']}/{r['code']}" + (f" seed {r['seed']}" if len(seeds) > 1 else "")
