@@ -71,7 +71,7 @@ def _trials(db: sqlite3.Connection) -> dict[str, dict]:
 def _names(trial: dict, task: str) -> dict:
     config = trial["config"]
     return {"model": trial["model"], "task": task, "code": config["codes"][config["tasks"].index(task)],
-            "seed": config["seed"], "setting": trial["setting"], "size": len(config["codes"])}
+            "seed": config["seed"], "size": len(config["codes"])}
 
 
 def rows(out: Path) -> list[dict]:
