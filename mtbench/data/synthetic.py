@@ -43,8 +43,9 @@ class SynthConfig:
     test: int = 32
     seed: int = 0
     samples_per_building: int = 8
-    version: int = 5  # bump when the renderer changes, so old folders are regenerated (3: mtbench.data.scenes;
-    # 4: nearer cameras, fewer objects a room; 5: smoothed edge, keypoint and curvature maps)
+    version: int = 6  # bump when the renderer changes, so old folders are regenerated (3: mtbench.data.scenes;
+    # 4: nearer cameras, fewer objects a room; 5: smoothed edge, keypoint and curvature maps; 6: a denser
+    # 3D keypoint map)
 
     def buildings(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}

@@ -48,7 +48,7 @@ RESULTS_SCHEMA = pa.schema([
     pa.field("data_source", pa.string(), metadata={"doc": "the dataset plugin (synthetic, taskonomy)"}),
     pa.field("data_root", pa.string(), metadata={"doc": "the data folder given in the grid (null: default)"}),
     pa.field("data_revision", pa.string(),
-             metadata={"doc": "the dataset plugin's revision (synthetic: its generator's version, v5)"}),
+             metadata={"doc": "the dataset plugin's revision (synthetic: its generator's version, v6)"}),
     pa.field("image_size", pa.int64(), metadata={"doc": "square images and labels, pixels"}),
     pa.field("encoder", pa.string(), metadata={"doc": "the encoder plugin (a [[model]]: its name)"}),
     pa.field("tasks", pa.list_(pa.string()), metadata={"doc": "the model's tasks, main task first"}),
