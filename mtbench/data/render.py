@@ -29,8 +29,9 @@ from mtbench.data.scenes import FOV_DEGREES, ROOM_SURFACES, Material, Prim, Scen
 NO_DEPTH = 65535
 EPS = 1e-4
 SPARSE_SMOOTHING = 4
-"""Binomial passes over the edge, keypoint and curvature maps at 64 px (about a Gaussian of sigma 1.4 px;
-the same share of the view at any size: passes grow with the size squared), v5.
+"""Binomial passes over the edge maps at 64 px (about a Gaussian of sigma 1.4 px; the same share of the
+view at any size: passes grow with the size squared), v5; the keypoint and curvature maps, v5's too,
+get ``WIDE_SMOOTHING`` since v6.
 
 A Taskonomy label resized from 512 px to 64 px gives each pixel the density of the edges or corners in
 its 8 x 8 source pixels; drawn at 64 px as one-pixel lines, these maps were so sparse that a model
@@ -42,22 +43,25 @@ OCCLUSION_WIDTH = 4
 """Occlusion edges are widened by this many pixels at 64 px (one 4-neighbour dilation each; in proportion
 at other sizes) before smoothing (v5): a depth jump is a band, not a line one pixel wide (occlusion
 edges: 1.10x -> 0.94x their constant's error in a 10-epoch run)."""
+WIDE_SMOOTHING = 16
+"""Binomial passes over the keypoint and curvature maps at 64 px (about a Gaussian of sigma 2.8 px; in
+proportion at other sizes), v6: wider than the edges' ``SPARSE_SMOOTHING``. In 16-epoch runs of
+single-task ResNet18s (two training seeds), curvature went from 0.79x its constant predictor's error
+(4 passes) to 0.57x."""
+KEYPOINT2D_GAIN = 3_000
 KEYPOINT3D_GAIN = 30
-KEYPOINT3D_SMOOTHING = 16
-"""The 3D keypoint map is the square root of the geometry's Harris corner response (of the normals and
-depth) smoothed by this many binomial passes at 64 px (about a Gaussian of sigma 2.8 px; in proportion
-at other sizes) and times ``KEYPOINT3D_GAIN``, clipped to [0, 1] (v6).
+"""Both keypoint maps are a density of corners (v6): the square root of a Harris corner response (of the
+image for 2D keypoints, of the normals and depth for 3D ones) smoothed by ``WIDE_SMOOTHING``, times the
+map's gain, square-rooted again and clipped to the top of the map's range.
 
-Before v6 it was the response times 3, smoothed as the other sparse maps: 98% of its pixels were at or
-below the middle of the range (the median decoded to -0.999) and 1.1% saturated at +1, so under the
-task's L1 loss every model predicted the background, whose test MSE is 1.06x the mean's. Compressed and
-spread, the map is a density of geometric corners (on the quickstart's training split: median -0.69,
-11% of the pixels at +1), which a model learns: single-task ResNet18s went from 1.06x their constant
-predictor's error to 0.72x in 16 epochs (two seeds; smoothing 8 passes gave 0.82x, tanh instead of the
-square root 0.88x)."""
-KEYPOINT2D_SCALE = 14_000
-"""The image's Harris corner response is scaled by this (v5; 14 before) so that the 2D keypoint map's
-corners reach the top of its range: at 14 its 99th percentile decoded to -0.93 of [-1, 1] (nearly blank)."""
+Before v6 the responses were scaled linearly (3D: times 3; 2D: times 14,000) and smoothed as the edge
+maps: 98% of the 3D map's pixels were at or below the middle of its range (the median decoded to
+-0.999) and 1.1% saturated at +1, so under the task's L1 loss every model predicted that background,
+whose test MSE is 1.06x the mean's; a quarter of the 2D map's pixels saturated at +1. Compressed and
+spread, each map says how near and how strong the corners are, which a model learns: single-task
+ResNet18s, 16 epochs, two training seeds, went from 1.06x their constant predictor's error to 0.72x (3D;
+smoothing 8 or 24 passes gave 0.82x and 0.75x, tanh instead of the square root 0.88x) and from 0.82x
+to 0.58x (2D; gain 1,000 gave 0.60x)."""
 
 
 # ----------------------------------------------------------------------------- intersections (own frame)
@@ -254,6 +258,11 @@ def _harris(tensor: tuple[np.ndarray, np.ndarray, np.ndarray], passes: int) -> n
     return np.clip(sxx * syy - sxy ** 2 - 0.05 * (sxx + syy) ** 2, 0, None)
 
 
+def _corner_density(response: np.ndarray, passes: int, gain: float) -> np.ndarray:
+    """A keypoint map in [0, 1]: the corner response spread and compressed (see ``KEYPOINT3D_GAIN``)."""
+    return np.clip(np.sqrt(_smooth(response, passes) * gain), 0, 1)
+
+
 def _occlusion(dist: np.ndarray, surface: np.ndarray) -> np.ndarray:
     """Occlusion edges: pixels in front of a 4-neighbour of another surface at least 4% farther, graded by
     the jump (1 at 20%; 1.5 at most)."""
@@ -358,7 +367,7 @@ def render(scene: Scene, rng: np.random.Generator, size: int, focus: int) -> dic
     occlusion = _occlusion(dist_m, surface.reshape(shape))
     nx, ny = zip(*(_sobel(n_cam[..., c]) for c in range(3)))
     normal_change = np.sqrt(sum(a * a + b * b for a, b in zip(nx, ny)))
-    harris2d = np.sqrt(_harris((gx * gx, gy * gy, gx * gy), 1)) * KEYPOINT2D_SCALE
+    harris2d = np.sqrt(_harris((gx * gx, gy * gy, gx * gy), 1))
     gxx = sum(a * a for a in nx) + dx * dx * 4
     gyy = sum(b * b for b in ny) + dy * dy * 4
     gxy = sum(a * b for a, b in zip(nx, ny)) + dx * dy * 4
@@ -371,8 +380,8 @@ def render(scene: Scene, rng: np.random.Generator, size: int, focus: int) -> dic
                           127 + np.clip(curv[..., 1] * 9 + crease * 20, 0, 128), np.full(shape, 127.0)], -1)
     curvature = np.where(sky2[..., None], 127.0, curvature)
     passes = max(1, round(SPARSE_SMOOTHING * (size / 64) ** 2))
-    k3_passes = max(1, round(KEYPOINT3D_SMOOTHING * (size / 64) ** 2))
-    curvature[..., :2] = np.stack([_smooth(curvature[..., c], passes) for c in range(2)], -1)
+    wide_passes = max(1, round(WIDE_SMOOTHING * (size / 64) ** 2))
+    curvature[..., :2] = np.stack([_smooth(curvature[..., c], wide_passes) for c in range(2)], -1)
     for _ in range(max(1, round(OCCLUSION_WIDTH * size / 64))):
         p = np.pad(occlusion, 1, mode="edge")
         occlusion = np.maximum.reduce([p[1:-1, 1:-1], p[:-2, 1:-1], p[2:, 1:-1], p[1:-1, :-2], p[1:-1, 2:]])
@@ -387,6 +396,6 @@ def render(scene: Scene, rng: np.random.Generator, size: int, focus: int) -> dic
         "principal_curvature": np.clip(np.rint(curvature), 0, 255).astype(np.uint8),
         "edge_texture": _to16(_smooth(edge_tex, passes) * 0.08),  # decodes to [0, 0.08] before the clip
         "edge_occlusion": _to16(_smooth(occlusion, passes) * 0.00625),
-        "keypoints2d": _to16(np.clip(_smooth(harris2d, passes + 1), 0, 1) * 0.005),
-        "keypoints3d": _to16(np.clip(np.sqrt(_smooth(harris3d, k3_passes) * KEYPOINT3D_GAIN), 0, 1)),
+        "keypoints2d": _to16(_corner_density(harris2d, wide_passes, KEYPOINT2D_GAIN) * 0.005),
+        "keypoints3d": _to16(_corner_density(harris3d, wide_passes, KEYPOINT3D_GAIN)),
     }

@@ -44,8 +44,8 @@ class SynthConfig:
     seed: int = 0
     samples_per_building: int = 8
     version: int = 6  # bump when the renderer changes, so old folders are regenerated (3: mtbench.data.scenes;
-    # 4: nearer cameras, fewer objects a room; 5: smoothed edge, keypoint and curvature maps; 6: a denser
-    # 3D keypoint map)
+    # 4: nearer cameras, fewer objects a room; 5: smoothed edge, keypoint and curvature maps; 6: keypoint
+    # maps as densities of corners, keypoint and curvature maps smoothed wider)
 
     def buildings(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
