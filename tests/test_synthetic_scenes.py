@@ -144,7 +144,8 @@ def test_keypoints3d_are_a_density_not_a_blank(plugins, scenes_root):
     """The 3D keypoint map is a density of geometric corners (v6): its median is above the background and
     some pixels reach the top of its range. Before v6, 98% of its pixels were at or below the middle
     (median -0.999) and a model trained with L1 predicted that background everywhere (1.06x the mean's
-    MSE); the v5 map fails both checks."""
+    MSE). Here (32 px) the v5 map's median was -0.99 and 2.9% of its pixels were at the top, v6's -0.39
+    and 24%."""
     import torch
 
     from mtbench.data import TaskonomyDataset, load_splits
@@ -154,4 +155,4 @@ def test_keypoints3d_are_a_density_not_a_blank(plugins, scenes_root):
     values = torch.cat([ds[i][1]["keypoints3d"][ds[i][2]["keypoints3d"].expand(1, -1, -1)]
                         for i in range(0, len(ds), 2)])
     assert float(values.median()) > -0.9
-    assert float((values > 0.99).double().mean()) > 0.03
+    assert float((values > 0.99).double().mean()) > 0.1
