@@ -152,7 +152,7 @@ def test_keypoints3d_are_a_density_not_a_blank(plugins, scenes_root):
 
     ds = TaskonomyDataset(scenes_root, load_splits(scenes_root)["train"],
                           {"keypoints3d": plugins.tasks.get("keypoints3d")}, 32, cache=False)
-    values = torch.cat([ds[i][1]["keypoints3d"][ds[i][2]["keypoints3d"].expand(1, -1, -1)]
-                        for i in range(0, len(ds), 2)])
+    items = [ds[i] for i in range(0, len(ds), 2)]
+    values = torch.cat([targets["keypoints3d"][masks["keypoints3d"].expand(1, -1, -1)] for _, targets, masks in items])
     assert float(values.median()) > -0.9
     assert float((values > 0.99).double().mean()) > 0.1
