@@ -99,3 +99,60 @@ def test_resnet_decoder_matches_mtrobust_layer_by_layer(plugins, name, task_chan
     leaves = [m for m in decoder.modules() if not any(True for _ in m.children())]  # however they are grouped
     got = [(type(m).__name__, [list(p.shape) for p in m.parameters(recurse=False)]) for m in leaves]
     assert got == mtrobust_decoder(spec.out_channels, task_channels)
+
+
+def test_unet_trunk_is_the_resnet_trunk_and_packs_every_stage_losslessly(plugins):
+    """resnet18_unet's trunk computes resnet18's features (same layers, same initialisation) and packs its
+    stem and stages 1-3 into channels that the decoder unpacks back to the stages' own maps."""
+    from torch.nn import functional as F
+
+    from mtbench_encoders.unet import BASIC, STRIDES, packed_channels
+
+    torch.manual_seed(0)
+    plain = plugins.encoders.get("resnet18").build().eval()
+    torch.manual_seed(0)
+    pyramid = plugins.encoders.get("resnet18_unet").build().eval()
+    x = torch.rand(2, 3, 64, 64)
+    stages = []
+    hooks = [m.register_forward_hook(lambda m, i, o: stages.append(o))
+             for m in (pyramid.stem, *pyramid.stages)]
+    with torch.no_grad():
+        packed = pyramid(x)
+        assert torch.equal(packed[:, :512], plain(x))
+    for h in hooks:
+        h.remove()
+    assert packed_channels(BASIC) == 512 + 4 * 256 + 16 * 128 + 64 * 64 + 256 * 64
+    assert packed.shape == (2, packed_channels(BASIC), 2, 2)
+    start = 512
+    for stage, channels, stride in zip(reversed(stages[:-1]), reversed(BASIC[:-1]), reversed(STRIDES[:-1])):
+        size = channels * (32 // stride) ** 2
+        assert torch.equal(F.pixel_shuffle(packed[:, start:start + size], 32 // stride), stage)
+        start += size
+    assert start == packed.shape[1]
+
+
+def test_unet_decoder_reads_the_high_resolution_stages(plugins):
+    """The skips reach the output: MTRobust's decoder cannot see the stem's map, this one's output moves
+    with it, pixel by pixel (the gradient of one output pixel is concentrated near that pixel)."""
+    spec = plugins.encoders.get("resnet18_unet")
+    torch.manual_seed(0)
+    decoder = spec.build_decoder(1).eval()
+    packed = torch.zeros(1, spec.out_channels, 2, 2, requires_grad=True)
+    out = decoder(packed)
+    assert out.shape == (1, 1, 64, 64)
+    out[0, 0, 5, 5].backward()
+    stem = torch.nn.functional.pixel_shuffle(packed.grad[:, -64 * 256:], 16)[0].abs().sum(0)  # (32, 32)
+    assert stem.sum() > 0, "the stem's skip does not reach the output"
+    near, far = stem[:6, :6].sum(), stem[8:, 8:].sum()
+    assert far == 0 < near, "the stem's skip should act locally (a 3x3 conv after it, then one more)"
+    check_encoder(spec, size=64)
+
+
+def test_unet_models_have_the_paper_model_size_but_other_ids(plugins):
+    """The additive skips cost no parameters where channels match (ResNet18: only the stem's 64 -> 48
+    projection); the revision keeps their trials apart from the paper decoder's."""
+    with torch.device("meta"):
+        paper = count_parameters(build_model("resnet18", TWO_DEPTHS, plugins))
+        unet = count_parameters(build_model("resnet18_unet", TWO_DEPTHS, plugins))
+    assert unet - paper == 2 * (64 * 48 + 2 * 48)  # per decoder: a 1x1 conv without bias, and its BN
+    assert plugins.encoders.get("resnet18_unet").revision != plugins.encoders.get("resnet18").revision

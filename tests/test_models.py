@@ -15,7 +15,8 @@ from mtbench.models import build_model, count_parameters, load_checkpoint, save_
 PAPER_PARAMS_M = {"resnet18": 14.19, "resnet50": 29.66, "xception": 4.33, "resnet152": 64.30, "wide_resnet50_2": 72.99}
 
 
-@pytest.mark.parametrize("name", ["resnet18", "resnet50", "resnet152", "wide_resnet50_2", "xception"])
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "resnet152", "wide_resnet50_2", "xception",
+                                  "resnet18_unet", "resnet50_unet", "resnet152_unet", "wide_resnet50_2_unet"])
 def test_encoder_shape_and_stride(plugins, name):
     spec = plugins.encoders.get(name)
     with torch.device("meta"):

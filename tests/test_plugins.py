@@ -21,7 +21,8 @@ from mtbench.specs import ObjectiveSpec
 
 
 def test_builtins_register_everything(plugins):
-    assert plugins.encoders.names() == ["resnet152", "resnet18", "resnet50", "wide_resnet50_2", "xception"]
+    assert plugins.encoders.names() == ["resnet152", "resnet152_unet", "resnet18", "resnet18_unet", "resnet50",
+                                        "resnet50_unet", "wide_resnet50_2", "wide_resnet50_2_unet", "xception"]
     assert sorted(s.spec.code for s in plugins.tasks) == sorted("sdDnkKeEprA")
     assert {"pgd-linf", "pgd-l2", "fgsm"} <= set(plugins.attacks.names())
     assert {"single", "sum", "mean", "weighted"} <= set(plugins.objectives.names())

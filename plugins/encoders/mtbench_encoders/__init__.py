@@ -9,6 +9,7 @@ from torch import nn
 
 from mtbench import EncoderSpec, hookimpl
 from mtbench_encoders.decoders import ResNetDecoder
+from mtbench_encoders.unet import BASIC, BOTTLENECK, ResNetPyramid, UNetDecoder, packed_channels
 from mtbench_encoders.xception import XceptionDecoder, XceptionTaskonomySmall
 
 
@@ -27,11 +28,24 @@ def _resnet(name: str, channels: int, description: str) -> EncoderSpec:
     )
 
 
+def _resnet_unet(name: str, stages: tuple[int, ...], description: str) -> EncoderSpec:
+    """The same trunk with a U-Net decoder (skip connections from every stage): ``<name>_unet``, not the
+    paper's model (:mod:`mtbench_encoders.unet`)."""
+    return EncoderSpec(
+        name=f"{name}_unet", out_channels=packed_channels(stages), stride=32, build=partial(ResNetPyramid, name),
+        build_decoder=partial(UNetDecoder, stages), description=description, revision="unet-1",
+    )
+
+
 ENCODERS = (
     _resnet("resnet18", 512, "ResNet-18 (He et al. 2016), no pretraining"),
     _resnet("resnet50", 2048, "ResNet-50, no pretraining"),
     _resnet("resnet152", 2048, "ResNet-152, no pretraining"),
     _resnet("wide_resnet50_2", 2048, "Wide ResNet-50-2, no pretraining"),
+    _resnet_unet("resnet18", BASIC, "ResNet-18 with a U-Net decoder (skips from every stage); not the paper's"),
+    _resnet_unet("resnet50", BOTTLENECK, "ResNet-50 with a U-Net decoder; not the paper's"),
+    _resnet_unet("resnet152", BOTTLENECK, "ResNet-152 with a U-Net decoder; not the paper's"),
+    _resnet_unet("wide_resnet50_2", BOTTLENECK, "Wide ResNet-50-2 with a U-Net decoder; not the paper's"),
     EncoderSpec(
         name="xception", out_channels=XceptionTaskonomySmall.out_channels, stride=XceptionTaskonomySmall.stride,
         build=XceptionTaskonomySmall, build_decoder=XceptionDecoder,
