@@ -1,7 +1,8 @@
 """Training speed: an epoch of mtbench's training trial against a bare loop of the same steps, and the
 data pipeline against the step, on the README main job's model.
 
-The job: ResNet18 with tasks s and d (the quickstart's two-task model), 64 px synthetic images,
+The job: ResNet18 with the U-Net decoder (``resnet18_unet``) and tasks s and d (the quickstart's two-task
+model; ``--encoder resnet18`` times the paper's decoder), 64 px synthetic images,
 batch 16, ``--train-samples`` training and 32 test (validation) samples, generated once into a
 temporary folder before any timing. In one process, with this process's thread budget
 (``mtbench.threads``, as ``mtbench run`` applies it), for each memory layout (contiguous,
@@ -75,7 +76,7 @@ train_samples = {train_samples}
 test_samples = 32
 
 [train]
-encoders = ["resnet18"]
+encoders = ["{encoder}"]
 task_sets = ["sd"]
 epochs = {epochs}
 batch_size = 16
@@ -125,8 +126,8 @@ class Job:
         self.tmp, self.plugins, self.device = tmp, get_plugins(), torch.device(args.device)
         self.trials = {}
         for epochs in (args.epochs, 2 * args.epochs):
-            text = GRID.format(device=args.device, root=tmp / "data", train_samples=args.train_samples, epochs=epochs,
-                               val_every=2 * args.epochs,
+            text = GRID.format(device=args.device, encoder=args.encoder, root=tmp / "data",
+                               train_samples=args.train_samples, epochs=epochs, val_every=2 * args.epochs,
                                channels_last=str(layout == "channels-last").lower(), amp=str(amp).lower())
             self.trials[epochs] = load_grid_text(text, tmp / "grid.toml", self.plugins).train_trials[0]
         self.config = self.trials[args.epochs].config
@@ -238,6 +239,7 @@ def measure(tmp: Path, args, layout: str, amp: bool, workers: int, in_budget: bo
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--encoder", default="resnet18_unet", help="the main job's (default) or another encoder")
     ap.add_argument("--epochs", type=int, default=2, help="E: the trial is timed at E and 2E epochs")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--train-samples", type=int, default=256)
@@ -264,7 +266,7 @@ def main() -> None:
         job = Job(tmp_path, args, "contiguous", False)
         job.context().dataset_root(job.config.data)  # generated once, before any timing
         made_at = (tmp_path / "data" / META_FILE).stat().st_mtime_ns
-        print(f"job: ResNet18 [s+d], 64 px, batch 16, {args.train_samples} training and 32 validation samples; "
+        print(f"job: {args.encoder} [s+d], 64 px, batch 16, {args.train_samples} training and 32 validation samples; "
               f"the trial at {args.epochs} and {2 * args.epochs} epochs, {args.repeats} runs each")
         for layout in args.layouts:
             for amp in ([False, True] if args.amp and args.device == "cuda" else [False]):

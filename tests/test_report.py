@@ -85,6 +85,7 @@ def test_table1_matrix_with_paper_numbers(known_db):
     --compare-paper forces it in, labelled (before: '0.8 (paper 0.82)' from encoder, attack and eps alone)."""
     sections = paper.table1(load_frames(str(known_db)), Filters())
     single = next(s for s in sections if "uniform weighting, single" in s.title)
+    assert single.title.startswith("Table 1 (resnet18, uniform weighting"), "the encoder is named: its setting"
     assert [r["main"] for r in single.rows] == ["d", "s"]
     row = single.rows[1]
     assert row["-"] == 0.8 and row["d"] == pytest.approx(0.65) and row["D"] == 0.9

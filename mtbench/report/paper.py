@@ -286,7 +286,7 @@ def _table1_section(mine: dict[tuple[str, str], Cell], w: str, threat: str, atta
             row[aux] = _with_paper(cell.value() if cell else None, shown, forced)
         rows.append(row)
     note = "ours" + column.note()
-    return Section(f"Table 1 ({w} weighting, {threat}-task attack): relative vulnerability of the main task "
+    return Section(f"Table 1 ({encoder}, {w} weighting, {threat}-task attack): relative vulnerability of the main task "
                    f"under {attack} eps={fraction(eps)}; columns = auxiliary task, '-' = trained alone{label}",
                    rows, note=note + _seeds_note(c.seeds() for c in mine.values()) + (ORDERS_CELLS if merged else ""))
 
