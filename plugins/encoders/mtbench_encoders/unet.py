@@ -3,7 +3,7 @@
 MTRobust's decoder sees only the trunk's last feature map, at 1/32 of the input: 2x2 at 64 px. From that,
 a model trained for a few epochs learns slowly where each thing is. On the built-in data a segmentation
 ResNet18 trained for 10 epochs reached 0.84x and 0.90x its constant predictor's error (training seeds
-0 and 1) with MTRobust's decoder and 0.45x with skip connections (docs/data.md). The trunk's layers are
+0 and 1) with MTRobust's decoder and 0.47x (both seeds) with this one (docs/data.md). The trunk's layers are
 torchvision's ResNet, as in the paper's encoders; only what the decoder reads differs.
 
 The encoder contract is one feature map at ``1/stride`` of the input. The trunk keeps it: it packs the
