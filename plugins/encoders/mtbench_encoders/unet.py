@@ -31,9 +31,20 @@ STRIDES = (2, 4, 8, 16, 32)
 LAST = STRIDES[-1]
 
 
+def packing(stages: tuple[int, ...]) -> list[tuple[int, int, int]]:
+    """Where each stage lies in the packed feature map, the last stage first: (its first channel, its end,
+    its factor 32 / stride). A stage of c channels takes c * factor^2 of them."""
+    out, start = [], 0
+    for c, stride in reversed(list(zip(stages, STRIDES))):
+        factor = LAST // stride
+        out.append((start, start + c * factor ** 2, factor))
+        start += c * factor ** 2
+    return out
+
+
 def packed_channels(stages: tuple[int, ...]) -> int:
-    """Channels of the packed feature map: each stage's channels times (32 / its stride)^2."""
-    return sum(c * (LAST // s) ** 2 for c, s in zip(stages, STRIDES))
+    """Channels of the packed feature map."""
+    return packing(stages)[-1][1]
 
 
 class ResNetPyramid(nn.Module):
@@ -65,7 +76,7 @@ class UNetDecoder(nn.Module):
 
     def __init__(self, stages: tuple[int, ...], out_channels: int):
         super().__init__()
-        self.stages = stages
+        (_, self.last_channels, _), *self.skip_slices = packing(stages)
         layers = list(ResNetDecoder(stages[-1], out_channels))  # up-stages of 6 layers: up, BN, ReLU, conv, BN, ReLU
         skips = len(stages) - 1
         self.ups = nn.ModuleList(nn.Sequential(*layers[6 * i:6 * i + 3]) for i in range(skips))
@@ -75,15 +86,9 @@ class UNetDecoder(nn.Module):
             nn.Identity() if c == w else nn.Sequential(nn.Conv2d(c, w, 1, bias=False), nn.BatchNorm2d(w))
             for c, w in zip(reversed(stages[:-1]), ResNetDecoder.WIDTHS))
         init_like_upstream(self.project)
-        self.skip_slices: list[tuple[int, int, int]] = []  # (first channel, end, up-sampling) of each skip
-        start = stages[-1]
-        for c, stride in zip(reversed(stages[:-1]), reversed(STRIDES[:-1])):
-            factor = LAST // stride
-            self.skip_slices.append((start, start + c * factor ** 2, factor))
-            start += c * factor ** 2
 
     def forward(self, packed: torch.Tensor) -> torch.Tensor:
-        h = packed[:, :self.stages[-1]]
+        h = packed[:, :self.last_channels]
         for (start, stop, factor), project, up, conv in zip(self.skip_slices, self.project, self.ups, self.convs):
             h = conv(up(h) + project(F.pixel_shuffle(packed[:, start:stop], factor)))
         return self.rest(h)
